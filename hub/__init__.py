@@ -1,0 +1,70 @@
+"""optimhub: one front door to the memory-efficient PyTorch optimizers.
+
+    import optimhub
+    opt = optimhub.create_optimizer("apollo_adamw", model, training_args)
+
+Importing this package loads no backend, no transformers and no plugin: the catalog and
+the plugins load on first use, the backends only when an optimizer is built.
+"""
+
+from __future__ import annotations
+
+from .arguments import OptimizerArguments
+from .build import Builder, BuildRequest, class_builder
+from .catalog import spec_from_mapping
+from .errors import (
+    BackendUnavailableError,
+    BuildError,
+    CapabilityError,
+    CatalogError,
+    MissingBackendError,
+    OptimArgsError,
+    OptimArgsTypeError,
+    OptimHubError,
+    OptimHubWarning,
+    PluginLoadError,
+    TargetModulesError,
+    TargetModulesTypeError,
+    UnknownOptimizerError,
+)
+from .factory import create_optimizer, spec_of
+from .hookspecs import hookimpl
+from .listing import get_spec, list_optimizers
+from .param_groups import ParamGroupRule
+from .registration import Register
+from .spec import ArgSpec, Capability, OptimizerSpec
+from .targets import explain_targets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgSpec",
+    "BackendUnavailableError",
+    "BuildError",
+    "BuildRequest",
+    "Builder",
+    "Capability",
+    "CapabilityError",
+    "CatalogError",
+    "MissingBackendError",
+    "OptimArgsError",
+    "OptimArgsTypeError",
+    "OptimHubError",
+    "OptimHubWarning",
+    "OptimizerArguments",
+    "OptimizerSpec",
+    "ParamGroupRule",
+    "PluginLoadError",
+    "Register",
+    "TargetModulesError",
+    "TargetModulesTypeError",
+    "UnknownOptimizerError",
+    "class_builder",
+    "create_optimizer",
+    "explain_targets",
+    "get_spec",
+    "hookimpl",
+    "list_optimizers",
+    "spec_from_mapping",
+    "spec_of",
+]

@@ -1,0 +1,131 @@
+"""The user's arguments, in the Hugging Face ``TrainingArguments`` vocabulary.
+
+``create_optimizer`` accepts ``None``, a dict, :class:`OptimizerArguments`, or any object
+shaped like ``transformers.TrainingArguments`` (read by attribute), plus keyword
+overrides that win. Whatever the form, the result is one validated
+``OptimizerArguments``: names and defaults are HF's, but values are checked (a string
+learning rate, a beta of 1.0, a NaN weight decay are errors here, not surprises later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import OptimArgsError, OptimArgsTypeError, closest
+
+__all__ = ["OptimizerArguments", "resolve_arguments"]
+
+
+@dataclass(frozen=True)
+class OptimizerArguments:
+    """The optimizer-related fields of HF ``TrainingArguments``, with HF's defaults.
+
+    ``param_group_rules`` is optimhub's own addition: per-parameter ``lr`` /
+    ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`).
+    """
+
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    optim_args: str | Mapping[str, Any] | None = None
+    optim_target_modules: str | Sequence[str] | None = None
+    param_group_rules: Sequence[Any] = field(default_factory=tuple)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.adam_beta1, self.adam_beta2)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments))
+#: Short spellings users know from torch optimizers, accepted as overrides and dict keys.
+SHORT_NAMES = {"lr": "learning_rate", "eps": "adam_epsilon", "betas": ("adam_beta1", "adam_beta2")}
+
+
+def resolve_arguments(args: Any = None, overrides: Mapping[str, Any] | None = None
+                      ) -> OptimizerArguments:
+    """Merge ``args`` (any accepted form) and ``overrides`` into validated arguments."""
+    values = _read(args)
+    values.update(_normalise(dict(overrides or {}), source="keyword argument"))
+    resolved = OptimizerArguments(**values)
+    _validate(resolved)
+    return resolved
+
+
+def _read(args: Any) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if isinstance(args, OptimizerArguments):
+        return {name: getattr(args, name) for name in FIELDS}
+    if isinstance(args, Mapping):
+        return _normalise(dict(args), source="args key")
+    if isinstance(args, (str, bytes, int, float, Sequence)):
+        raise OptimArgsTypeError(
+            f"args must be None, a dict, optimhub.OptimizerArguments or a "
+            f"TrainingArguments-like object; got {type(args).__name__} {args!r}"
+        )
+    # TrainingArguments-like: read the fields it has, by attribute; keep our defaults else.
+    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+
+
+def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """Map short names to HF names and reject unknown keys (no silent ignores)."""
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "betas":
+            result.update(_split_betas(value))
+        elif key in SHORT_NAMES:
+            result[SHORT_NAMES[key]] = value
+        elif key in FIELDS:
+            result[key] = value
+        else:
+            valid = sorted({*FIELDS, *SHORT_NAMES})
+            near = closest(str(key), valid)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise OptimArgsError(
+                f"unknown {source} {key!r}.{hint} Valid: {', '.join(valid)}. "
+                "Options of one optimizer go in optim_args (see `optimhub info NAME`)."
+            )
+    return result
+
+
+def _split_betas(value: Any) -> dict[str, Any]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise OptimArgsTypeError(
+            f"betas must be a pair like (0.9, 0.999), got {value!r}; optimizers with three "
+            "betas take the third through optim_args"
+        )
+    return {"adam_beta1": value[0], "adam_beta2": value[1]}
+
+
+def _validate(args: OptimizerArguments) -> None:
+    _number("learning_rate", args.learning_rate, low=0.0, low_open=True)
+    _number("weight_decay", args.weight_decay, low=0.0)
+    _number("adam_beta1", args.adam_beta1, low=0.0, high=1.0)
+    _number("adam_beta2", args.adam_beta2, low=0.0, high=1.0)
+    _number("adam_epsilon", args.adam_epsilon, low=0.0)
+    if not isinstance(args.optim_args, (str, Mapping, type(None))):
+        raise OptimArgsTypeError(
+            f"optim_args must be a string like 'rank=1,scale=128' or a dict, "
+            f"got {type(args.optim_args).__name__} {args.optim_args!r}"
+        )
+
+
+def _number(name: str, value: Any, *, low: float, high: float | None = None,
+            low_open: bool = False) -> None:
+    """Finite real number in [low, high) (or (low, high) with low_open)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptimArgsTypeError(
+            f"{name} must be a number, got {type(value).__name__} {value!r}"
+        )
+    if not math.isfinite(value):
+        raise OptimArgsError(f"{name} must be finite, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value >= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g})'}"
+        raise OptimArgsError(f"{name} must be in {interval}, got {value!r}")

@@ -1,0 +1,158 @@
+"""Is a spec's backend here, importable, recent enough, and usable on this device?
+
+Backends are imported only here, when an optimizer is built (or when ``optimhub doctor``
+asks), never at ``import optimhub``: several take seconds to import. Importing one must
+not change the user's process either, so the root logger is restored afterwards (some
+backends call ``logging.basicConfig`` at import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+
+from .errors import BackendUnavailableError, MissingBackendError, OptimHubWarning
+from .spec import Capability, OptimizerSpec
+
+__all__ = [
+    "BackendStatus",
+    "backend_status",
+    "cuda_available",
+    "ensure_usable",
+    "import_backend",
+    "is_installed",
+    "preserve_root_logger",
+]
+
+
+def is_installed(spec: OptimizerSpec) -> bool:
+    """Cheap presence check by import name (no import): what listing uses."""
+    try:
+        return importlib.util.find_spec(spec.import_name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_version(spec: OptimizerSpec) -> str | None:
+    try:
+        return importlib.metadata.version(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@contextmanager
+def preserve_root_logger() -> Iterator[None]:
+    """Undo changes a backend's import makes to the root logger (level and handlers)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def import_backend(spec: OptimizerSpec) -> ModuleType:
+    """Import the backend, or raise ``MissingBackendError`` with the exact install command."""
+    if not is_installed(spec):
+        raise MissingBackendError(
+            f"optimizer {spec.name!r} needs the package {spec.distribution!r} (import name "
+            f"{spec.import_name!r}), which is not installed. Install it with: "
+            f"{spec.install_command}"
+        )
+    try:
+        with preserve_root_logger():
+            module = importlib.import_module(spec.import_name)
+    except ImportError as exc:
+        raise MissingBackendError(
+            f"optimizer {spec.name!r}: importing {spec.import_name!r} failed with "
+            f"{type(exc).__name__}: {exc}. It usually means a dependency of the backend is "
+            f"missing; install everything it needs with: {spec.install_command}"
+        ) from exc
+    _check_version(spec)
+    return module
+
+
+def _check_version(spec: OptimizerSpec) -> None:
+    if spec.min_version is None:
+        return
+    version = installed_version(spec)
+    if version is not None and _version_key(version) < _version_key(spec.min_version):
+        raise BackendUnavailableError(
+            f"optimizer {spec.name!r} needs {spec.distribution}>={spec.min_version}, but "
+            f"{version} is installed. Upgrade with: pip install -U "
+            f"'{spec.distribution}>={spec.min_version}'"
+        )
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """Numeric release parts of a version string ("0.44.1.dev0+cpu" -> (0, 44, 1))."""
+    release = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in release.group(0).split(".")) if release else (0,)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+_paged_warned: set[str] = set()
+
+
+def ensure_usable(spec: OptimizerSpec) -> ModuleType:
+    """Import the backend and check the device before anything is built."""
+    if spec.has(Capability.CUDA_ONLY) and not cuda_available():
+        raise BackendUnavailableError(
+            f"optimizer {spec.name!r} runs only on a CUDA device and none is available "
+            "(torch.cuda.is_available() is False). Use it on a machine with an NVIDIA GPU "
+            "and a CUDA build of torch, or pick another optimizer (`optimhub list "
+            "--available`)."
+        )
+    module = import_backend(spec)
+    if spec.has(Capability.PAGED) and not cuda_available() and spec.name not in _paged_warned:
+        _paged_warned.add(spec.name)
+        warnings.warn(
+            f"optimhub: {spec.name!r} pages its state through CUDA unified memory; without "
+            "CUDA it runs as the same optimizer without paging (same results, no memory "
+            "relief).",
+            OptimHubWarning,
+            stacklevel=3,
+        )
+    return module
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What ``optimhub doctor`` and ``list --available`` report for one spec."""
+
+    installed: bool
+    version: str | None
+    usable: bool
+    problem: str | None
+
+
+def backend_status(spec: OptimizerSpec, *, import_it: bool = False) -> BackendStatus:
+    """Installed? usable here? and if not, the fix. Imports only when ``import_it``."""
+    installed = is_installed(spec)
+    version = installed_version(spec) if installed else None
+    if not installed:
+        return BackendStatus(False, None, False, f"not installed: {spec.install_command}")
+    if spec.has(Capability.CUDA_ONLY) and not cuda_available():
+        return BackendStatus(True, version, False, "needs a CUDA device; none is available")
+    if import_it:
+        try:
+            import_backend(spec)
+        except (MissingBackendError, BackendUnavailableError) as exc:
+            return BackendStatus(True, version, False, str(exc))
+    return BackendStatus(True, version, True, None)

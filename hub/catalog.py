@@ -1,0 +1,300 @@
+"""registry.toml -> ``OptimizerSpec`` objects, with the file itself validated.
+
+The catalog is data, never code: it is parsed with ``tomllib`` and every field is checked
+against the schema below, so a typo in registry.toml (or in a third-party plugin's spec
+mapping) is an error naming the entry and the field, raised at load, not a surprise at
+the first ``step()``.
+
+Layout of the file::
+
+    schema_version = 1
+    [backends.<backend>]          # shared by the optimizers of one package
+    plugin = "..."                # the built-in plugin module optimhub.plugins.<plugin>
+    distribution = "..."          # what pip installs
+    import_name = "..."           # what Python imports (checked before building)
+    extra = "..."                 # pip install "optimhub[<extra>]"; omit when none is needed
+    [optimizers.<name>]
+    backend = "<backend>"
+    summary = "..."               # plus optional fields, see _OPTIMIZER_FIELDS
+    [optimizers.<name>.args.<key>]  # or an inline table: one typed optim_args option
+    type = "float"
+    doc = "..."
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from .errors import CatalogError, OptimArgsError, closest
+from .spec import ARG_TYPES, HYPERPARAMETERS, ArgSpec, Capability, OptimizerSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+__all__ = ["load_catalog", "parse_catalog", "spec_from_mapping"]
+
+SCHEMA_VERSION = 1
+CATALOG_RESOURCE = "registry.toml"
+
+# field -> (accepted Python types, required?)
+_BACKEND_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "plugin": ((str,), True),
+    "distribution": ((str,), True),
+    "import_name": ((str,), True),
+    "extra": ((str,), False),
+    "min_version": ((str,), False),
+    "install_hint": ((str,), False),
+}
+_OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "summary": ((str,), True),
+    "backend": ((str,), False),
+    "plugin": ((str,), False),
+    "distribution": ((str,), False),
+    "import_name": ((str,), False),
+    "extra": ((str,), False),
+    "min_version": ((str,), False),
+    "install_hint": ((str,), False),
+    "aliases": ((list,), False),
+    "capabilities": ((list,), False),
+    "hyperparameters": ((list,), False),
+    "args": ((dict,), False),
+    "fixed": ((dict,), False),
+    "base": ((str,), False),
+    "paper": ((str,), False),
+    "state_bytes_per_param": ((int, float), False),
+}
+_ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "type": ((str,), True),
+    "doc": ((str,), True),
+    "default": ((object,), False),
+    "choices": ((list,), False),
+    "nullable": ((bool,), False),
+    "minimum": ((int, float), False),
+    "maximum": ((int, float), False),
+    "exclusive_minimum": ((int, float), False),
+    "exclusive_maximum": ((int, float), False),
+    "length": ((int,), False),
+    "target_group": ((bool,), False),
+    "backend_key": ((str,), False),
+}
+# Fields an optimizer entry inherits from its [backends.X] table.
+_INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint")
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> dict[str, OptimizerSpec]:
+    """The built-in catalog, read once from the registry.toml shipped inside the package."""
+    source = resources.files(__package__).joinpath(CATALOG_RESOURCE)
+    return parse_catalog(source.read_text(encoding="utf-8"), origin=CATALOG_RESOURCE)
+
+
+def parse_catalog(text: str, *, origin: str = "<catalog>") -> dict[str, OptimizerSpec]:
+    """Parse and validate catalog text; every error names ``origin`` and the entry."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{origin}: not valid TOML: {exc}") from exc
+    _check_fields(data, {"schema_version": ((int,), True), "backends": ((dict,), False),
+                         "optimizers": ((dict,), True)}, where=origin)
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise CatalogError(
+            f"{origin}: schema_version {data['schema_version']!r} is not supported "
+            f"(this optimhub reads version {SCHEMA_VERSION})"
+        )
+    backends = data.get("backends", {})
+    for backend_name, backend in backends.items():
+        _check_table(backend, where=f"{origin}: [backends.{backend_name}]")
+        _check_fields(backend, _BACKEND_FIELDS, where=f"{origin}: [backends.{backend_name}]")
+    specs: dict[str, OptimizerSpec] = {}
+    for name, entry in data["optimizers"].items():
+        where = f"{origin}: [optimizers.{name}]"
+        _check_table(entry, where=where)
+        merged = _inherit_backend(entry, backends, where=where)
+        specs[name] = spec_from_mapping(name, merged, where=where)
+    _check_cross_references(specs, origin=origin)
+    return specs
+
+
+def spec_from_mapping(
+    name: str, entry: Mapping[str, Any], *, where: str | None = None
+) -> OptimizerSpec:
+    """Build one validated spec from a registry.toml-style mapping.
+
+    Third-party plugins may use this too: the mapping format is the catalog's entry format
+    with the backend fields (plugin, distribution, import_name, extra) given inline.
+    """
+    where = where or f"optimizer {name!r}"
+    _check_table(entry, where=where)
+    _check_fields(entry, _OPTIMIZER_FIELDS, where=where)
+    for required in ("plugin", "distribution", "import_name"):
+        if required not in entry:
+            raise CatalogError(
+                f"{where}: no {required!r}; give it in the entry or through its "
+                "'backend' table ([backends.<name>])"
+            )
+    args = {
+        key: _arg_from_mapping(name, key, value, where=f"{where}.args.{key}")
+        for key, value in entry.get("args", {}).items()
+    }
+    try:
+        return OptimizerSpec(
+            name=_identifier(name, where=where),
+            summary=entry["summary"],
+            plugin=entry["plugin"],
+            distribution=entry["distribution"],
+            import_name=entry["import_name"],
+            extra=entry.get("extra") or None,
+            min_version=entry.get("min_version"),
+            install_hint=entry.get("install_hint"),
+            aliases=tuple(_identifier(a, where=f"{where}.aliases") for a in
+                          _strings(entry.get("aliases", []), where=f"{where}.aliases")),
+            capabilities=_capabilities(entry.get("capabilities", []), where=where),
+            hyperparameters=_hyperparameters(entry, where=where),
+            args=args,
+            fixed=dict(entry.get("fixed", {})),
+            base=entry.get("base"),
+            paper=entry.get("paper"),
+            state_bytes_per_param=entry.get("state_bytes_per_param"),
+        )
+    except ValueError as exc:
+        if isinstance(exc, CatalogError):
+            raise
+        raise CatalogError(f"{where}: {exc}") from exc
+
+
+def _inherit_backend(
+    entry: Mapping[str, Any], backends: Mapping[str, Any], *, where: str
+) -> dict[str, Any]:
+    merged = dict(entry)
+    backend_name = entry.get("backend")
+    if backend_name is None:
+        return merged
+    if backend_name not in backends:
+        raise CatalogError(
+            f"{where}: backend {backend_name!r} has no [backends.{backend_name}] table "
+            f"(known backends: {', '.join(sorted(backends)) or 'none'})"
+        )
+    for key in _INHERITED:
+        if key in backends[backend_name]:
+            merged.setdefault(key, backends[backend_name][key])
+    return merged
+
+
+def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> ArgSpec:
+    _check_table(value, where=where)
+    _check_fields(value, _ARG_FIELDS, where=where)
+    if value["type"] not in ARG_TYPES:
+        raise CatalogError(
+            f"{where}: unknown type {value['type']!r}; use one of {', '.join(ARG_TYPES)}"
+        )
+    fields = {k: v for k, v in value.items() if k != "default"}
+    if "choices" in fields:
+        fields["choices"] = tuple(fields["choices"])
+    try:
+        arg = ArgSpec(name=_identifier(key, where=where), **fields)
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"{where}: {exc}") from exc
+    if "default" not in value:
+        return arg
+    return ArgSpec(**{**arg.__dict__, "default": _typed_default(optimizer, arg, value["default"],
+                                                               where=where)})
+
+
+def _typed_default(optimizer: str, arg: ArgSpec, default: Any, *, where: str) -> Any:
+    """A default must itself be a valid value of its option (TOML has no None: use "none")."""
+    from .optim_args import coerce_value
+
+    try:
+        return coerce_value(arg, default, optimizer=optimizer)
+    except OptimArgsError as exc:
+        raise CatalogError(f"{where}: default {default!r} is not valid: {exc}") from exc
+
+
+def _check_table(value: Any, *, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise CatalogError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+
+
+def _check_fields(
+    table: Mapping[str, Any], schema: Mapping[str, tuple[tuple[type, ...], bool]], *, where: str
+) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            near = closest(key, schema)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise CatalogError(
+                f"{where}: unknown field {key!r}{hint}; allowed: {', '.join(schema)}"
+            )
+        types, _ = schema[key]
+        if types != (object,) and (not isinstance(value, types) or (isinstance(value, bool)
+                                   and bool not in types)):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise CatalogError(
+                f"{where}: field {key!r} must be {wanted}, got {type(value).__name__} {value!r}"
+            )
+    for key, (_, required) in schema.items():
+        if required and key not in table and key not in _INHERITED:
+            raise CatalogError(f"{where}: missing required field {key!r}")
+
+
+def _strings(values: list[Any], *, where: str) -> list[str]:
+    for value in values:
+        if not isinstance(value, str):
+            raise CatalogError(f"{where}: expected strings, got {value!r}")
+    return values
+
+
+def _capabilities(values: list[Any], *, where: str) -> frozenset[Capability]:
+    known = {c.value: c for c in Capability}
+    result = set()
+    for value in _strings(values, where=f"{where}.capabilities"):
+        if value not in known:
+            near = closest(value, known)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise CatalogError(
+                f"{where}: unknown capability {value!r}{hint}; known: {', '.join(known)}"
+            )
+        result.add(known[value])
+    return frozenset(result)
+
+
+def _hyperparameters(entry: Mapping[str, Any], *, where: str) -> frozenset[str]:
+    values = _strings(entry.get("hyperparameters", list(HYPERPARAMETERS)),
+                      where=f"{where}.hyperparameters")
+    for value in values:
+        if value not in HYPERPARAMETERS:
+            raise CatalogError(
+                f"{where}: unknown hyperparameter {value!r}; allowed: {', '.join(HYPERPARAMETERS)}"
+            )
+    return frozenset(values)
+
+
+def _identifier(name: Any, *, where: str) -> str:
+    if not isinstance(name, str) or not name.replace("_", "a").replace("-", "a").isalnum():
+        raise CatalogError(
+            f"{where}: {name!r} is not a valid name (letters, digits, '_' and '-' only)"
+        )
+    return name
+
+
+def _check_cross_references(specs: Mapping[str, OptimizerSpec], *, origin: str) -> None:
+    seen: dict[str, str] = {}
+    for spec in specs.values():
+        if spec.base is not None and spec.base not in specs:
+            raise CatalogError(
+                f"{origin}: [optimizers.{spec.name}] base {spec.base!r} is not in the catalog"
+            )
+        for alias in spec.aliases:
+            owner = seen.get(alias) or (alias if alias in specs else None)
+            if owner is not None:
+                raise CatalogError(
+                    f"{origin}: alias {alias!r} of {spec.name!r} is already the name or "
+                    f"alias of {owner!r}"
+                )
+            seen[alias] = spec.name

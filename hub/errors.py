@@ -1,0 +1,100 @@
+"""The exception hierarchy of optimhub.
+
+Every error the hub raises on bad input is one of these, so a caller can catch
+``OptimHubError`` for "optimhub refused this configuration" and still catch the
+matching built-in (``ValueError``, ``TypeError``, ``ImportError``) as usual. Each
+message says what was wrong, with which value, and what to do instead; each is
+raised before any tensor is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from difflib import get_close_matches
+
+__all__ = [
+    "BackendUnavailableError",
+    "BuildError",
+    "CapabilityError",
+    "CatalogError",
+    "MissingBackendError",
+    "OptimArgsError",
+    "OptimArgsTypeError",
+    "OptimHubError",
+    "OptimHubWarning",
+    "PluginLoadError",
+    "TargetModulesError",
+    "TargetModulesTypeError",
+    "UnknownOptimizerError",
+    "closest",
+]
+
+
+class OptimHubError(Exception):
+    """Root of every error optimhub raises on purpose."""
+
+
+class OptimHubWarning(UserWarning):
+    """Root of the warnings optimhub issues (plugin load faults, CPU fallbacks...)."""
+
+
+class UnknownOptimizerError(OptimHubError, ValueError):
+    """An optimizer name that no loaded plugin provides."""
+
+    def __init__(self, name: str, known: Iterable[str], note: str = "") -> None:
+        self.name = name
+        self.suggestions = closest(name, known)
+        hint = f" Did you mean {_quoted(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(
+            f"Unknown optimizer {name!r}.{hint} Run `optimhub list` to see every name "
+            f"(and `optimhub plugins` to see which plugins loaded).{note}"
+        )
+
+
+class OptimArgsError(OptimHubError, ValueError):
+    """A bad ``optim_args`` entry or hyperparameter: unknown key, malformed text, bad value."""
+
+
+class OptimArgsTypeError(OptimArgsError, TypeError):
+    """A hyperparameter or option of the wrong Python type (a str where a float belongs...)."""
+
+
+class TargetModulesError(OptimHubError, ValueError):
+    """``optim_target_modules`` missing, malformed, or matching nothing usable."""
+
+
+class TargetModulesTypeError(TargetModulesError, TypeError):
+    """``optim_target_modules`` of the wrong type (not a str or a list of str)."""
+
+
+class MissingBackendError(OptimHubError, ImportError):
+    """The backend package of an optimizer is not installed (or fails to import)."""
+
+
+class BackendUnavailableError(OptimHubError, RuntimeError):
+    """The backend is installed but cannot run here (needs CUDA, an NPU, a newer version...)."""
+
+
+class CapabilityError(OptimHubError, ValueError):
+    """A training-loop contract that this optimizer cannot honour was asked for."""
+
+
+class PluginLoadError(OptimHubError, RuntimeError):
+    """A plugin failed to import or register, or two plugins claim the same name."""
+
+
+class BuildError(OptimHubError, RuntimeError):
+    """A plugin's builder raised, or returned something that is not an optimizer."""
+
+
+class CatalogError(OptimHubError, ValueError):
+    """An optimizer spec (from registry.toml or a plugin) is malformed."""
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates that look most like ``word``: what a typo most likely meant."""
+    return get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return " or ".join(repr(n) for n in names)

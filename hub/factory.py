@@ -1,0 +1,271 @@
+"""``create_optimizer``: name -> spec -> arguments -> checks -> param groups -> plugin builds.
+
+Every check runs before the backend is imported or a tensor is touched, in order of cost:
+the name, whether the backend is installed (a file-system lookup), the arguments and
+``optim_args``, the capability rules, then the (possibly slow) backend import, the param
+groups, and finally the plugin's builder. What comes back is the backend's own optimizer
+object: the hub adds nothing to the step path.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arguments import OptimizerArguments, resolve_arguments
+from .backends import ensure_usable, import_backend, is_installed
+from .build import BuildRequest
+from .errors import (
+    BuildError,
+    CapabilityError,
+    MissingBackendError,
+    OptimArgsError,
+    OptimArgsTypeError,
+    OptimHubError,
+    TargetModulesError,
+)
+from .optim_args import resolve_optim_args
+from .param_groups import (
+    NO_DECAY_NAME_PATTERNS,
+    ParamGroups,
+    build_param_groups,
+    decay_parameter_names,
+    parse_rules,
+)
+from .plugin_host import get_registry
+from .registration import RegisteredOptimizer
+from .spec import Capability, OptimizerSpec
+from .targets import select_targets
+
+__all__ = ["create_optimizer", "spec_of"]
+
+_SPECS: weakref.WeakKeyDictionary[Any, OptimizerSpec] = weakref.WeakKeyDictionary()
+
+
+def create_optimizer(
+    name: str,
+    model: nn.Module | Iterable[Any],
+    args: Any = None,
+    **overrides: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer ``name`` for ``model``, configured by ``args`` and ``overrides``.
+
+    ``model`` is an ``nn.Module`` (needed for the HF weight-decay split and for
+    ``optim_target_modules``), or, where the spec does not need the model, an iterable of
+    parameters, of ``(name, parameter)`` pairs, or of param-group dicts. ``args`` is None,
+    a dict, :class:`optimhub.OptimizerArguments` or a ``TrainingArguments``-like object;
+    keyword ``overrides`` (``lr=``, ``weight_decay=``, ``optim_args=``...) win.
+
+    Returns the backend's own optimizer; ``optimhub.spec_of(optimizer)`` gives its spec.
+    """
+    entry = get_registry().get(name)
+    spec = entry.spec
+    if not is_installed(spec):
+        import_backend(spec)  # raises MissingBackendError with the install command
+    settings = resolve_arguments(args, overrides)
+    options = resolve_optim_args(spec, settings.optim_args)
+    source = _ParameterSource.from_user(model)
+    _check_capabilities(spec, source, settings)
+    ensure_usable(spec)
+    groups = _param_groups(spec, source, settings, options)
+    request = BuildRequest(
+        spec=spec,
+        param_groups=groups.groups,
+        param_names=groups.names,
+        kwargs=_constructor_kwargs(spec, settings, options),
+        options=options,
+        model=source.module,
+        weight_decay=settings.weight_decay,
+    )
+    optimizer = _build(entry, request)
+    _SPECS[optimizer] = spec
+    return optimizer
+
+
+def spec_of(optimizer: Any) -> OptimizerSpec:
+    """The spec an optimizer was built from (kept in a weak map, not on the object)."""
+    try:
+        return _SPECS[optimizer]
+    except (KeyError, TypeError):
+        raise OptimArgsTypeError(
+            f"{type(optimizer).__name__} object was not built by optimhub.create_optimizer"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _ParameterSource:
+    """What the user passed as ``model``, normalised to named parameters."""
+
+    module: nn.Module | None
+    named: list[tuple[str, Any]]
+    user_groups: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def from_user(cls, model: Any) -> _ParameterSource:
+        if isinstance(model, nn.Module):
+            return cls(model, list(model.named_parameters()))
+        if isinstance(model, (torch.Tensor, str, bytes, Mapping)) or not isinstance(
+            model, Iterable
+        ):
+            raise OptimArgsTypeError(
+                f"model must be an nn.Module or an iterable of parameters, (name, parameter) "
+                f"pairs or param-group dicts; got {type(model).__name__}"
+            )
+        items = list(model)
+        if items and all(isinstance(item, Mapping) for item in items):
+            return cls._from_groups(items)
+        if items and all(_is_named_pair(item) for item in items):
+            return cls(None, [(str(n), p) for n, p in items])
+        if all(isinstance(item, torch.Tensor) for item in items):
+            return cls(None, [(f"params.{i}", p) for i, p in enumerate(items)])
+        raise OptimArgsTypeError(
+            "model must be an nn.Module or an iterable of one kind: parameters, "
+            "(name, parameter) pairs, or param-group dicts; got a mix or other objects "
+            f"({', '.join(sorted({type(i).__name__ for i in items}))})"
+        )
+
+    @classmethod
+    def _from_groups(cls, groups: list[Mapping[str, Any]]) -> _ParameterSource:
+        named: list[tuple[str, Any]] = []
+        copies: list[dict[str, Any]] = []
+        for index, group in enumerate(groups):
+            if "params" not in group:
+                raise OptimArgsTypeError(f"param group {index} has no 'params' key: {group!r}")
+            params = group["params"]
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            named.extend((f"group{index}.{j}", p) for j, p in enumerate(params))
+            copies.append({**group, "params": params})
+        return cls(None, named, copies)
+
+
+def _is_named_pair(item: Any) -> bool:
+    return (
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+        and isinstance(item[1], torch.Tensor)
+    )
+
+
+def _check_capabilities(
+    spec: OptimizerSpec, source: _ParameterSource, settings: OptimizerArguments
+) -> None:
+    """The spec's rules, checked before anything is imported or built."""
+    if spec.has(Capability.NEEDS_MODEL) and source.module is None:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} needs the model itself (it registers hooks on the "
+            "module); pass the nn.Module, not its parameters"
+        )
+    if settings.weight_decay and not spec.has_hyperparameter("weight_decay"):
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} has no weight decay, but weight_decay="
+            f"{settings.weight_decay!r} was given; set weight_decay=0 for it (it would be "
+            "silently ignored otherwise)"
+        )
+    wants_targets = spec.has(Capability.TARGET_MODULES)
+    if wants_targets and source.module is None:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} selects layers by module name (optim_target_modules); "
+            "pass the nn.Module, not its parameters"
+        )
+    if not wants_targets and settings.optim_target_modules not in (None, [], ()):
+        users = ", ".join(s.name for s in _specs_with(Capability.TARGET_MODULES)[:4])
+        raise TargetModulesError(
+            f"optimizer {spec.name!r} does not use optim_target_modules "
+            f"(got {settings.optim_target_modules!r}); remove it, or choose an optimizer "
+            f"that projects target layers (e.g. {users})"
+        )
+    if source.user_groups is not None and (wants_targets or settings.param_group_rules):
+        raise CapabilityError(
+            f"param-group dicts were given for {spec.name!r} together with "
+            "optim_target_modules or param_group_rules; pass the model instead and let the "
+            "hub build the groups, or build every group yourself"
+        )
+
+
+def _specs_with(capability: Capability) -> list[OptimizerSpec]:
+    return [e.spec for e in get_registry() if e.spec.has(capability)]
+
+
+def _param_groups(
+    spec: OptimizerSpec,
+    source: _ParameterSource,
+    settings: OptimizerArguments,
+    options: Mapping[str, Any],
+) -> ParamGroups:
+    if source.user_groups is not None:
+        names = [[n for n, _ in source.named if n.startswith(f"group{i}.")]
+                 for i in range(len(source.user_groups))]
+        return ParamGroups(groups=source.user_groups, names=names)
+    target_names: tuple[str, ...] = ()
+    target_options: dict[str, Any] = {}
+    if spec.has(Capability.TARGET_MODULES):
+        assert source.module is not None  # checked in _check_capabilities
+        target_names = select_targets(source.module, settings.optim_target_modules).parameter_names
+        target_options = {
+            arg.key: options[arg.name] for arg in spec.target_group_args if arg.name in options
+        }
+    return build_param_groups(
+        source.named,
+        weight_decay=settings.weight_decay if spec.has_hyperparameter("weight_decay") else 0.0,
+        decay_names=_decay_names(source),
+        target_names=target_names,
+        target_options=target_options,
+        rules=parse_rules(settings.param_group_rules),
+    )
+
+
+def _decay_names(source: _ParameterSource) -> set[str] | None:
+    if source.module is not None:
+        return decay_parameter_names(source.module)
+    if all(n.startswith("params.") for n, _ in source.named):
+        return None  # bare parameters carry no names: every one decays
+    patterns = [re.compile(p) for p in NO_DECAY_NAME_PATTERNS]
+    return {n for n, _ in source.named if not any(p.search(n.lower()) for p in patterns)}
+
+
+def _constructor_kwargs(
+    spec: OptimizerSpec, settings: OptimizerArguments, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Hyperparameters the backend takes, the spec's fixed keywords, then optim_args."""
+    kwargs: dict[str, Any] = {}
+    if spec.has_hyperparameter("lr"):
+        kwargs["lr"] = settings.learning_rate
+    if spec.has_hyperparameter("betas"):
+        kwargs["betas"] = settings.betas
+    if spec.has_hyperparameter("eps"):
+        kwargs["eps"] = settings.adam_epsilon
+    kwargs.update(spec.fixed)
+    for name, value in options.items():
+        arg = spec.args[name]
+        if not arg.target_group:
+            kwargs[arg.key] = value
+    return kwargs
+
+
+def _build(entry: RegisteredOptimizer, request: BuildRequest) -> torch.optim.Optimizer:
+    spec = request.spec
+    try:
+        optimizer = entry.builder(request)
+    except OptimHubError:
+        raise
+    except ImportError as exc:
+        raise MissingBackendError(
+            f"optimizer {spec.name!r}: {entry.plugin.describe()} could not import what it "
+            f"needs ({exc}); install it with: {spec.install_command}"
+        ) from exc
+    except Exception as exc:
+        raise BuildError(
+            f"{entry.plugin.describe()} failed to build {spec.name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise BuildError(
+            f"{entry.plugin.describe()} returned {type(optimizer).__name__} for {spec.name!r}, "
+            "not a torch.optim.Optimizer"
+        )
+    return optimizer

@@ -1,0 +1,222 @@
+"""What plugins register into: the ``Register`` handed to each plugin's hook, and the
+``Registry`` that collects specs and builders from all of them.
+
+Each plugin gets its own ``Register``, so every spec is stamped with the plugin that
+provided it, a plugin that fails half-way can be rolled back as a whole, and two plugins
+claiming one name are both known by name when the clash is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .build import Builder
+from .catalog import spec_from_mapping
+from .errors import CatalogError, PluginLoadError, UnknownOptimizerError
+from .spec import OptimizerSpec
+
+__all__ = ["PluginFailure", "PluginInfo", "Register", "RegisteredOptimizer", "Registry"]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded (or attempted) plugin: its name and, for entry points, its distribution."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+
+    def describe(self) -> str:
+        if not self.distribution:
+            return f"plugin {self.name!r}"
+        version = f" {self.version}" if self.version else ""
+        return f"plugin {self.name!r} (distribution {self.distribution}{version})"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin fault, recorded instead of taking the whole hub down."""
+
+    plugin: PluginInfo
+    stage: str  # "import", "register", "validate", "conflict", "blocked", "missing-builder"
+    message: str
+    names: tuple[str, ...] = ()
+    error: BaseException | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.plugin.describe()} failed at {self.stage}: {self.message}"
+
+
+@dataclass(frozen=True)
+class RegisteredOptimizer:
+    """A spec, the builder that makes it, and the plugin both came from."""
+
+    spec: OptimizerSpec
+    builder: Builder
+    plugin: PluginInfo
+
+
+class Registry:
+    """Every optimizer name known after plugin loading, with the faults met on the way."""
+
+    def __init__(self, catalog: Mapping[str, OptimizerSpec]) -> None:
+        self.catalog = dict(catalog)
+        self.entries: dict[str, RegisteredOptimizer] = {}
+        self.aliases: dict[str, str] = {}
+        self.failures: list[PluginFailure] = []
+        self.plugins: list[PluginInfo] = []
+        # name -> the failure that makes it unusable (conflict, blocked, failed plugin)
+        self.unusable: dict[str, PluginFailure] = {}
+
+    # ---- lookup -------------------------------------------------------------------------
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def get(self, name: str) -> RegisteredOptimizer:
+        """The registered optimizer for a name or alias, or a precise error."""
+        if not isinstance(name, str):
+            raise UnknownOptimizerError(repr(name), self.names())
+        key = self.canonical(name)
+        if key in self.unusable:
+            failure = self.unusable[key]
+            raise PluginLoadError(
+                f"optimizer {name!r} cannot be used: {failure}. "
+                f"{_REMEDY.get(failure.stage, _REMEDY['import'])}"
+            ) from failure.error
+        if key not in self.entries:
+            raise UnknownOptimizerError(name, [*self.names(), *self.aliases], self._load_note())
+        return self.entries[key]
+
+    def _load_note(self) -> str:
+        """Plugins that failed before registering anything may have provided the name."""
+        failed = [f for f in self.failures if f.stage in ("import", "validate")]
+        if not failed:
+            return ""
+        return " Note: " + "; ".join(str(f) for f in failed) + " (it may provide this name)."
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __iter__(self) -> Iterator[RegisteredOptimizer]:
+        return iter(self.entries[name] for name in self.names())
+
+    # ---- registration (used by Register) --------------------------------------------------
+    def claim(self, name: str, plugin: PluginInfo) -> PluginLoadError | None:
+        """Whether ``plugin`` may register ``name``; an error naming both owners if not."""
+        owner_name = self.canonical(name)
+        owner = self.entries.get(owner_name)
+        if owner is None and name in self.unusable:
+            return None
+        if owner is not None:
+            return PluginLoadError(
+                f"optimizer name {name!r} is claimed by both {owner.plugin.describe()} and "
+                f"{plugin.describe()}. Block one of them with "
+                f"OPTIMHUB_BLOCK_PLUGINS={plugin.name} (or ={owner.plugin.name})."
+            )
+        return None
+
+    def mark_unusable(self, names: tuple[str, ...], failure: PluginFailure) -> None:
+        for name in names:
+            self.entries.pop(name, None)
+            self.unusable[name] = failure
+
+
+_REMEDY = {
+    "import": "Fix or reinstall that plugin's distribution, or block it with "
+    "OPTIMHUB_BLOCK_PLUGINS; `optimhub plugins` shows the full error.",
+    "register": "Fix or reinstall that plugin's distribution, or block it with "
+    "OPTIMHUB_BLOCK_PLUGINS; `optimhub plugins` shows the full error.",
+    "conflict": "Block one of the two plugins with OPTIMHUB_BLOCK_PLUGINS=<plugin name>.",
+    "blocked": "Remove the plugin's name from OPTIMHUB_BLOCK_PLUGINS (or add it to "
+    "OPTIMHUB_LOAD_PLUGINS) to use it.",
+    "missing-builder": "This is a bug in that plugin: every catalog entry needs a builder.",
+}
+
+
+class Register:
+    """The object a plugin's ``optimhub_register_optimizers(register)`` hook calls.
+
+    Registrations are staged and only committed when the hook returns normally, so a
+    plugin that raises half-way leaves nothing behind.
+    """
+
+    def __init__(self, registry: Registry, plugin: PluginInfo) -> None:
+        self._registry = registry
+        self.plugin = plugin
+        self._staged: dict[str, RegisteredOptimizer] = {}
+        self.conflicts: list[tuple[str, PluginLoadError]] = []
+
+    def optimizer(
+        self, spec: OptimizerSpec | Mapping[str, Any], builder: Builder
+    ) -> None:
+        """Register a new optimizer: its spec (object or registry.toml-style mapping) and
+        the callable that builds it."""
+        if isinstance(spec, Mapping):
+            name = spec.get("name")
+            if not isinstance(name, str):
+                raise CatalogError(
+                    f"{self.plugin.describe()}: a spec mapping needs a 'name' string"
+                )
+            body = {k: v for k, v in spec.items() if k != "name"}
+            body.setdefault("plugin", self.plugin.name)
+            spec = spec_from_mapping(name, body, where=f"{self.plugin.describe()}: {name!r}")
+        if not isinstance(spec, OptimizerSpec):
+            raise CatalogError(
+                f"{self.plugin.describe()} registered {type(spec).__name__} {spec!r}; "
+                "expected an optimhub.OptimizerSpec or a mapping"
+            )
+        if spec.name in self._registry.catalog:
+            raise CatalogError(
+                f"{self.plugin.describe()}: {spec.name!r} is a built-in catalog name; "
+                "choose another name"
+            )
+        spec = dataclasses.replace(spec, plugin=self.plugin.name)
+        self._stage(spec, builder)
+
+    def builder(self, name: str, builder: Builder) -> None:
+        """Attach a builder to a spec of the built-in catalog that names this plugin."""
+        spec = self._registry.catalog.get(name)
+        if spec is None:
+            raise CatalogError(
+                f"{self.plugin.describe()} registered a builder for {name!r}, which is not in "
+                "registry.toml; add a catalog entry or use register.optimizer(spec, builder)"
+            )
+        if spec.plugin != self.plugin.name:
+            raise CatalogError(
+                f"{self.plugin.describe()} registered a builder for {name!r}, but registry.toml "
+                f"assigns it to plugin {spec.plugin!r}"
+            )
+        self._stage(spec, builder)
+
+    def _stage(self, spec: OptimizerSpec, builder: Builder) -> None:
+        if not callable(builder):
+            raise CatalogError(
+                f"{self.plugin.describe()}: the builder for {spec.name!r} is not callable "
+                f"({builder!r})"
+            )
+        if spec.name in self._staged:
+            raise CatalogError(
+                f"{self.plugin.describe()} registered {spec.name!r} twice; each name needs "
+                "exactly one builder"
+            )
+        for claimed in (spec.name, *spec.aliases):
+            error = self._registry.claim(claimed, self.plugin)
+            if error is not None:
+                self.conflicts.append((claimed, error))
+                return
+        self._staged[spec.name] = RegisteredOptimizer(spec, builder, self.plugin)
+
+    @property
+    def staged_names(self) -> tuple[str, ...]:
+        return tuple(self._staged)
+
+    def commit(self) -> None:
+        for name, entry in self._staged.items():
+            self._registry.entries[name] = entry
+            for alias in entry.spec.aliases:
+                self._registry.aliases[alias] = name
+

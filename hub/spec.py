@@ -1,0 +1,270 @@
+"""What an optimizer *is*, as data: ``OptimizerSpec``, its typed options (``ArgSpec``)
+and its ``Capability`` flags.
+
+A spec is frozen and complete: the core decides everything (which arguments are valid,
+which checks to run before building, which loop contract applies) from the spec alone,
+never from the spelling of a name. Built-in specs come from registry.toml; a third-party
+plugin builds the same objects in Python.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "ARG_TYPES",
+    "HYPERPARAMETERS",
+    "UNSET",
+    "ArgSpec",
+    "Capability",
+    "OptimizerSpec",
+]
+
+
+class _Unset:
+    """Marks an ArgSpec without a default: the key is passed to the backend only when given."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+class Capability(str, enum.Enum):
+    """A fact about an optimizer that changes how it must be built or driven.
+
+    The value is the spelling used in registry.toml and on the command line. Each member
+    is read by the core (factory, training loop, CLI or conformance suite); the
+    ``explanation`` says what it asks of the user's code.
+    """
+
+    SCHEDULE_FREE = "schedule_free"
+    FUSED_BACKWARD = "fused_backward"
+    NEEDS_MODEL = "needs_model"
+    TARGET_MODULES = "target_modules"
+    LOW_RANK = "low_rank"
+    LAYERWISE = "layerwise"
+    LAYERWISE_CAPABLE = "layerwise_capable"
+    LOW_BIT_STATE = "low_bit_state"
+    PAGED = "paged"
+    CUDA_ONLY = "cuda_only"
+    CLOSURE_REQUIRED = "closure_required"
+    NO_DDP = "no_ddp"
+
+    @property
+    def explanation(self) -> str:
+        return _EXPLANATIONS[self]
+
+
+_EXPLANATIONS: dict[Capability, str] = {
+    Capability.SCHEDULE_FREE: (
+        "schedule-free: call optimizer.train() before training steps and optimizer.eval() "
+        "before evaluating or saving; use a constant learning-rate schedule (warmup is the "
+        "optimizer's own)"
+    ),
+    Capability.FUSED_BACKWARD: (
+        "fused backward: loss.backward() + step() are replaced by the backend's "
+        "fused_backward(loss, lr); no gradient accumulation; clipping only through the backend"
+    ),
+    Capability.NEEDS_MODEL: "needs the model itself (nn.Module), not only its parameters",
+    Capability.TARGET_MODULES: (
+        "needs optim_target_modules: the Linear layers whose weights get the low-rank update"
+    ),
+    Capability.LOW_RANK: "keeps low-rank (projected) state for the targeted 2-D weights",
+    Capability.LAYERWISE: (
+        "layerwise: steps each parameter inside backward (optimizer in backward); no gradient "
+        "accumulation, no gradient clipping, step() is a no-op"
+    ),
+    Capability.LAYERWISE_CAPABLE: "can run layerwise (one optimizer per parameter, in backward)",
+    Capability.LOW_BIT_STATE: "keeps optimizer state in 8 bits or fewer",
+    Capability.PAGED: "pages optimizer state to CPU memory under GPU memory pressure (CUDA)",
+    Capability.CUDA_ONLY: "runs only on a CUDA device",
+    Capability.CLOSURE_REQUIRED: "step(closure) needs a closure that recomputes the loss",
+    Capability.NO_DDP: "cannot run under DistributedDataParallel",
+}
+
+#: optim_args value types an ArgSpec may declare.
+ARG_TYPES = ("int", "float", "bool", "str", "int_tuple", "float_tuple")
+
+#: The training hyperparameters a spec may accept, in the HF TrainingArguments sense:
+#: lr <- learning_rate, betas <- (adam_beta1, adam_beta2), eps <- adam_epsilon,
+#: weight_decay <- weight_decay (applied through the decay param group).
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay")
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One typed ``optim_args`` key of an optimizer.
+
+    ``default`` is what the hub passes when the user gives nothing; ``UNSET`` means the key
+    is not passed at all and the backend's own default applies. ``target_group`` options go
+    into the low-rank target param group rather than the constructor. ``backend_key`` is
+    the name the backend uses when it differs from the user-facing key.
+    """
+
+    name: str
+    type: str
+    doc: str
+    default: Any = UNSET
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    length: int | None = None
+    target_group: bool = False
+    backend_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in ARG_TYPES:
+            raise ValueError(
+                f"option {self.name!r}: unknown type {self.type!r}; "
+                f"use one of {', '.join(ARG_TYPES)}"
+            )
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.length is not None and not self.is_tuple:
+            raise ValueError(f"option {self.name!r}: 'length' applies only to tuple types")
+
+    @property
+    def is_tuple(self) -> bool:
+        return self.type.endswith("_tuple")
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not UNSET
+
+    @property
+    def key(self) -> str:
+        """The name the backend receives."""
+        return self.backend_key or self.name
+
+    def describe_allowed(self) -> str:
+        """The allowed values in words, for error messages and ``optimhub info``."""
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            kind = {
+                "int": "an integer",
+                "float": "a number",
+                "bool": "true or false",
+                "str": "a string",
+                "int_tuple": "a tuple of integers like (1,2)",
+                "float_tuple": "a tuple of numbers like (0.9,0.95)",
+            }[self.type]
+            if self.length is not None:
+                kind += f" of length {self.length}"
+            text = kind + self._bounds_text()
+        return text + (", or none" if self.nullable else "")
+
+    def _bounds_text(self) -> str:
+        parts = []
+        if self.minimum is not None:
+            parts.append(f">= {self.minimum:g}")
+        if self.exclusive_minimum is not None:
+            parts.append(f"> {self.exclusive_minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"<= {self.maximum:g}")
+        if self.exclusive_maximum is not None:
+            parts.append(f"< {self.exclusive_maximum:g}")
+        return (" " + " and ".join(parts)) if parts else ""
+
+    def bound_violation(self, number: float) -> str | None:
+        """Why ``number`` is outside this option's bounds, or None when it is inside."""
+        if isinstance(number, float) and not math.isfinite(number):
+            return "it is not finite"
+        if self.minimum is not None and number < self.minimum:
+            return f"it must be >= {self.minimum:g}"
+        if self.exclusive_minimum is not None and number <= self.exclusive_minimum:
+            return f"it must be > {self.exclusive_minimum:g}"
+        if self.maximum is not None and number > self.maximum:
+            return f"it must be <= {self.maximum:g}"
+        if self.exclusive_maximum is not None and number >= self.exclusive_maximum:
+            return f"it must be < {self.exclusive_maximum:g}"
+        return None
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True, eq=False)
+class OptimizerSpec:
+    """Everything the hub knows about one optimizer name, before importing its backend.
+
+    ``distribution`` (what pip installs) and ``import_name`` (what Python imports) are kept
+    apart on purpose: they differ for most backends, and presence is checked with the
+    import name. ``fixed`` are constructor keywords this name pins (``optim_bits=8``,
+    ``fused=True``...), so bits, paging and fusion are spec fields, never name substrings.
+    ``hyperparameters`` says which of lr / betas / eps / weight_decay the backend takes.
+    ``base`` names the spec a derived name (a layerwise mode, a preset) is built from.
+    """
+
+    name: str
+    summary: str
+    plugin: str
+    distribution: str
+    import_name: str
+    extra: str | None = None
+    min_version: str | None = None
+    install_hint: str | None = None
+    aliases: tuple[str, ...] = ()
+    capabilities: frozenset[Capability] = frozenset()
+    hyperparameters: frozenset[str] = frozenset(HYPERPARAMETERS)
+    args: Mapping[str, ArgSpec] = field(default_factory=dict)
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    paper: str | None = None
+    state_bytes_per_param: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(
+            self, "capabilities", frozenset(Capability(c) for c in self.capabilities)
+        )
+        object.__setattr__(self, "hyperparameters", frozenset(self.hyperparameters))
+        object.__setattr__(self, "args", _frozen_mapping(self.args))
+        object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))
+
+    def has(self, capability: Capability | str) -> bool:
+        """Whether this optimizer has ``capability`` (a member or its string value)."""
+        return Capability(capability) in self.capabilities
+
+    def has_hyperparameter(self, name: str) -> bool:
+        """Whether the backend takes this training hyperparameter (lr, betas, eps, weight_decay)."""
+        return name in self.hyperparameters
+
+    @property
+    def install_command(self) -> str:
+        """The exact command that installs this optimizer's backend."""
+        if self.install_hint:
+            return self.install_hint
+        if self.extra:
+            return f'pip install "optimhub[{self.extra}]"'
+        return f"pip install {self.distribution}"
+
+    @property
+    def target_group_args(self) -> tuple[ArgSpec, ...]:
+        """The options that go into the low-rank target param group."""
+        return tuple(a for a in self.args.values() if a.target_group)
+
+    def __repr__(self) -> str:
+        caps = ",".join(sorted(c.value for c in self.capabilities))
+        return f"OptimizerSpec({self.name!r}, plugin={self.plugin!r}, capabilities=[{caps}])"
