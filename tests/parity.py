@@ -1,0 +1,68 @@
+"""Helpers to compare an optimizer built by optimhub with the one the HF Trainer builds.
+
+Used by every ``test_hf_parity_*`` module: same TrainingArguments in, then the class, the
+parameter names of each (non-empty) group, every group hyperparameter and the parameters
+after identical steps are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from conftest import lm_batch, lm_loss
+from torch import nn
+
+
+def training_args(tmp_path, optim: str, optim_args: str | None = None, **fields: Any):
+    """HF TrainingArguments with non-default hyperparameters, so dropped ones show."""
+    import transformers
+
+    values = dict(
+        output_dir=str(tmp_path), optim=optim, optim_args=optim_args, learning_rate=3e-3,
+        weight_decay=0.05, adam_beta1=0.85, adam_beta2=0.98, adam_epsilon=1e-7,
+        report_to=[], use_cpu=True,
+    )
+    values.update(fields)
+    return transformers.TrainingArguments(**values)
+
+
+def hf_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
+    """What ``transformers.Trainer.create_optimizer()`` builds for these arguments."""
+    import transformers
+
+    return transformers.Trainer(model=model, args=args).create_optimizer()
+
+
+def groups_by_name(optimizer: torch.optim.Optimizer, model: nn.Module,
+                   ignore: tuple[str, ...] = ()) -> list[tuple[list[str], dict[str, Any]]]:
+    """[(parameter names of the group, its hyperparameters)], empty groups dropped."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    result = []
+    for group in optimizer.param_groups:
+        if not group["params"]:
+            continue
+        hyper = {k: v for k, v in group.items() if k != "params" and k not in ignore}
+        result.append(([names[id(p)] for p in group["params"]], hyper))
+    return result
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 5,
+          backward: Callable[[torch.Tensor], None] | None = None) -> list[float]:
+    """Identical steps on generated data; returns the losses."""
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = lm_loss(model, lm_batch(seed=step))
+        (backward or torch.Tensor.backward)(loss)
+        if backward is None:
+            optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def max_difference(model_a: nn.Module, model_b: nn.Module) -> float:
+    """Largest absolute parameter difference between two same-shaped models."""
+    b = dict(model_b.named_parameters())
+    return max((a - b[n]).abs().max().item() for n, a in model_a.named_parameters())
