@@ -25,7 +25,9 @@ class OptimizerArguments:
     """The optimizer-related fields of HF ``TrainingArguments``, with HF's defaults.
 
     ``param_group_rules`` is optimhub's own addition: per-parameter ``lr`` /
-    ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`).
+    ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`). ``warmup_steps``
+    and ``max_steps`` matter to optimizers with a warmup of their own (schedule-free):
+    as in HF, a ``warmup_steps`` below 1 is a ratio of ``max_steps``.
     """
 
     learning_rate: float = 5e-5
@@ -36,10 +38,36 @@ class OptimizerArguments:
     optim_args: str | Mapping[str, Any] | None = None
     optim_target_modules: str | Sequence[str] | None = None
     param_group_rules: Sequence[Any] = field(default_factory=tuple)
+    warmup_steps: float = 0
+    max_steps: int = -1
 
     @property
     def betas(self) -> tuple[float, float]:
         return (self.adam_beta1, self.adam_beta2)
+
+    def warmup_step_count(self) -> int:
+        """``warmup_steps`` as a whole number of steps, never a float.
+
+        HF's rule (5.x): a value >= 1 is a step count; a value in (0, 1) is a ratio of
+        the total steps, rounded up. HF passes a ratio through to schedule-free unchanged,
+        so its step 0 runs at 10x the learning rate for 0.1; here a ratio needs
+        ``max_steps`` and becomes an int, or it is an error.
+        """
+        warmup = self.warmup_steps
+        if warmup >= 1 or warmup == 0:
+            if warmup != int(warmup):
+                raise OptimArgsError(
+                    f"warmup_steps={warmup!r} is neither a whole number of steps nor a ratio "
+                    "below 1"
+                )
+            return int(warmup)
+        if self.max_steps is None or self.max_steps <= 0:
+            raise OptimArgsError(
+                f"warmup_steps={warmup!r} is a ratio of the training length, but max_steps is "
+                f"{self.max_steps!r}; give max_steps (the total number of optimizer steps) or "
+                "warmup_steps as a whole number of steps"
+            )
+        return math.ceil(self.max_steps * warmup)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments))
@@ -109,6 +137,9 @@ def _validate(args: OptimizerArguments) -> None:
     _number("adam_beta1", args.adam_beta1, low=0.0, high=1.0)
     _number("adam_beta2", args.adam_beta2, low=0.0, high=1.0)
     _number("adam_epsilon", args.adam_epsilon, low=0.0)
+    _number("warmup_steps", args.warmup_steps, low=0.0)
+    if isinstance(args.max_steps, bool) or not isinstance(args.max_steps, int):
+        raise OptimArgsTypeError(f"max_steps must be an int, got {args.max_steps!r}")
     if not isinstance(args.optim_args, (str, Mapping, type(None))):
         raise OptimArgsTypeError(
             f"optim_args must be a string like 'rank=1,scale=128' or a dict, "

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arguments import OptimizerArguments
 from .spec import OptimizerSpec
 
 __all__ = ["BuildRequest", "Builder", "class_builder"]
@@ -35,6 +36,8 @@ class BuildRequest:
     - ``model``: the model when one was given (``None`` for bare parameters).
     - ``weight_decay``: the decay the user asked for, for backends that take it as a
       constructor argument rather than per group (the groups already carry it).
+    - ``arguments``: all resolved arguments (e.g. ``arguments.warmup_step_count()`` for
+      optimizers with a warmup of their own).
     """
 
     spec: OptimizerSpec
@@ -44,6 +47,7 @@ class BuildRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
     weight_decay: float = 0.0
+    arguments: OptimizerArguments = field(default_factory=OptimizerArguments)
 
     def named_parameters(self) -> dict[str, nn.Parameter]:
         """All parameters being optimized, by name."""

@@ -82,6 +82,7 @@ def create_optimizer(
         options=options,
         model=source.module,
         weight_decay=settings.weight_decay,
+        arguments=settings,
     )
     optimizer = _build(entry, request)
     _SPECS[optimizer] = spec
