@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-__all__ = ["load_catalog", "parse_catalog", "spec_from_mapping"]
+__all__ = ["check_spec", "load_catalog", "parse_catalog", "spec_from_mapping"]
 
 SCHEMA_VERSION = 1
 CATALOG_RESOURCE = "registry.toml"
@@ -166,6 +166,15 @@ def spec_from_mapping(
         if isinstance(exc, CatalogError):
             raise
         raise CatalogError(f"{where}: {exc}") from exc
+
+
+def check_spec(spec: OptimizerSpec, *, where: str) -> None:
+    """The checks a spec built in Python skipped: arg keys match names, defaults are valid."""
+    for key, arg in spec.args.items():
+        if key != arg.name:
+            raise CatalogError(f"{where}: args key {key!r} holds the option named {arg.name!r}")
+        if arg.has_default:
+            _typed_default(spec.name, arg, arg.default, where=f"{where}.args.{key}")
 
 
 def _inherit_backend(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .build import Builder
-from .catalog import spec_from_mapping
+from .catalog import check_spec, spec_from_mapping
 from .errors import CatalogError, PluginLoadError, UnknownOptimizerError
 from .spec import OptimizerSpec
 
@@ -174,6 +174,7 @@ class Register:
                 f"{self.plugin.describe()}: {spec.name!r} is a built-in catalog name; "
                 "choose another name"
             )
+        check_spec(spec, where=f"{self.plugin.describe()}: {spec.name!r}")
         spec = dataclasses.replace(spec, plugin=self.plugin.name)
         self._stage(spec, builder)
 

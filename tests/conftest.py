@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from optimhub import plugin_host as plugin_module
 from torch import nn
+
+from optimhub import plugin_host as plugin_module
 
 SEED = 0
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import optimhub
 import pytest
+
+import optimhub
 from optimhub.catalog import load_catalog, parse_catalog, spec_from_mapping
 from optimhub.errors import CatalogError
 from optimhub.spec import UNSET, Capability

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import typing
 
-import optimhub
 import pytest
 import torch
 from conftest import make_tiny_lm
+
+import optimhub
 from optimhub import (
     BackendUnavailableError,
     CapabilityError,

@@ -4,12 +4,13 @@ after five identical steps (bit-exact: both run the same torch kernels on CPU)."
 
 from __future__ import annotations
 
-import optimhub
 import pytest
 import torch
 from conftest import make_tiny_lm
 from parity import groups_by_name, hf_optimizer, max_difference, train
 from parity import training_args as _training_args
+
+import optimhub
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,6 +12,8 @@ import re
 
 import pytest
 import torch
+from torch import nn
+
 from optimhub.errors import OptimArgsError, OptimArgsTypeError, OptimHubError, TargetModulesError
 from optimhub.param_groups import (
     NO_DECAY_NAME_PATTERNS,
@@ -22,7 +24,6 @@ from optimhub.param_groups import (
     parse_rules,
 )
 from optimhub.targets import select_targets
-from torch import nn
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402

@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import optimhub
 import pytest
 import torch
 from conftest import make_tiny_lm, sign_sgd_plugin
+
+import optimhub
 from optimhub.catalog import load_catalog
 from optimhub.errors import PluginLoadError, UnknownOptimizerError
 from optimhub.plugin_host import PluginHost
@@ -192,3 +193,20 @@ builtins.optimhub_test_import_count = getattr(builtins, "optimhub_test_import_co
     assert results == ["SignSGD"] * 16
     assert builtins.optimhub_test_import_count == 1
     assert module in __import__("sys").modules
+
+
+def test_a_malformed_spec_from_a_plugin_is_a_recorded_fault(plugin_factory):
+    plugin_factory.add("malformed", """
+        import torch, optimhub
+        @optimhub.hookimpl
+        def optimhub_register_optimizers(register):
+            bad = optimhub.ArgSpec("rank", "int", "rank", default=0, minimum=1)
+            spec = optimhub.OptimizerSpec(name="bad_default", summary="s", plugin="malformed",
+                                          distribution="d", import_name="torch",
+                                          args={"rank": bad})
+            register.optimizer(spec, lambda r: torch.optim.SGD(r.param_groups, lr=1))
+    """)
+    registry, _ = _loaded(plugin_factory.host())
+    assert [f.stage for f in registry.failures] == ["register"]
+    assert "default 0 is not valid" in str(registry.failures[0])
+    assert "bad_default" not in registry.entries

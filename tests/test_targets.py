@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
+
 from optimhub.errors import OptimHubError, TargetModulesError, TargetModulesTypeError
 from optimhub.targets import ALL_LINEAR, TargetSelection, explain_targets, select_targets
-from torch import nn
 
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
