@@ -24,8 +24,9 @@ __all__ = ["OptimizerArguments", "resolve_arguments"]
 class OptimizerArguments:
     """The optimizer-related fields of HF ``TrainingArguments``, with HF's defaults.
 
-    ``param_group_rules`` is optimhub's own addition: per-parameter ``lr`` /
-    ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`). ``warmup_steps``
+    ``param_group_rules`` and ``layerwise`` are optimhub's own additions: per-parameter
+    ``lr`` / ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`), and the
+    optimizer-in-backward mode for any spec that allows it. ``warmup_steps``
     and ``max_steps`` matter to optimizers with a warmup of their own (schedule-free):
     as in HF, a ``warmup_steps`` below 1 is a ratio of ``max_steps``.
     """
@@ -40,6 +41,7 @@ class OptimizerArguments:
     param_group_rules: Sequence[Any] = field(default_factory=tuple)
     warmup_steps: float = 0
     max_steps: int = -1
+    layerwise: bool = False
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -138,6 +140,8 @@ def _validate(args: OptimizerArguments) -> None:
     _number("adam_beta2", args.adam_beta2, low=0.0, high=1.0)
     _number("adam_epsilon", args.adam_epsilon, low=0.0)
     _number("warmup_steps", args.warmup_steps, low=0.0)
+    if not isinstance(args.layerwise, bool):
+        raise OptimArgsTypeError(f"layerwise must be True or False, got {args.layerwise!r}")
     if isinstance(args.max_steps, bool) or not isinstance(args.max_steps, int):
         raise OptimArgsTypeError(f"max_steps must be an int, got {args.max_steps!r}")
     if not isinstance(args.optim_args, (str, Mapping, type(None))):

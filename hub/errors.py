@@ -17,6 +17,7 @@ __all__ = [
     "BuildError",
     "CapabilityError",
     "CatalogError",
+    "CheckpointError",
     "MissingBackendError",
     "OptimArgsError",
     "OptimArgsTypeError",
@@ -85,6 +86,10 @@ class PluginLoadError(OptimHubError, RuntimeError):
 
 class BuildError(OptimHubError, RuntimeError):
     """A plugin's builder raised, or returned something that is not an optimizer."""
+
+
+class CheckpointError(OptimHubError, ValueError):
+    """A saved optimizer state that does not belong to this optimizer or model."""
 
 
 class CatalogError(OptimHubError, ValueError):

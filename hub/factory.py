@@ -9,6 +9,7 @@ object: the hub adds nothing to the step path.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import weakref
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from .errors import (
     OptimHubError,
     TargetModulesError,
 )
+from .layerwise import LayerwiseOptimizer
 from .optim_args import resolve_optim_args
 from .param_groups import (
     NO_DECAY_NAME_PATTERNS,
@@ -84,7 +86,10 @@ def create_optimizer(
         weight_decay=settings.weight_decay,
         arguments=settings,
     )
-    optimizer = _build(entry, request)
+    if spec.has(Capability.LAYERWISE) or settings.layerwise:
+        optimizer = _build_layerwise(entry, request)
+    else:
+        optimizer = _build(entry, request)
     _SPECS[optimizer] = spec
     return optimizer
 
@@ -167,6 +172,7 @@ def _check_capabilities(
             f"{settings.weight_decay!r} was given; set weight_decay=0 for it (it would be "
             "silently ignored otherwise)"
         )
+    _check_layerwise_and_ddp(spec, source, settings)
     wants_targets = spec.has(Capability.TARGET_MODULES)
     if wants_targets and source.module is None:
         raise CapabilityError(
@@ -185,6 +191,29 @@ def _check_capabilities(
             f"param-group dicts were given for {spec.name!r} together with "
             "optim_target_modules or param_group_rules; pass the model instead and let the "
             "hub build the groups, or build every group yourself"
+        )
+
+
+def _check_layerwise_and_ddp(
+    spec: OptimizerSpec, source: _ParameterSource, settings: OptimizerArguments
+) -> None:
+    layerwise = spec.has(Capability.LAYERWISE) or settings.layerwise
+    can_layerwise = spec.has(Capability.LAYERWISE_CAPABLE) or spec.has(Capability.LAYERWISE)
+    if settings.layerwise and not can_layerwise:
+        capable = ", ".join(s.name for s in _specs_with(Capability.LAYERWISE_CAPABLE)[:6])
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot run layerwise (its spec lacks "
+            f"'{Capability.LAYERWISE_CAPABLE.value}'); drop layerwise=True or use one of: "
+            f"{capable}"
+        )
+    ddp = isinstance(source.module, torch.nn.parallel.DistributedDataParallel)
+    if ddp and (layerwise or spec.has(Capability.NO_DDP)):
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot run under DistributedDataParallel"
+            + (" in layerwise mode: DDP all-reduces gradients after backward, but layerwise "
+               "steps consume them inside backward" if layerwise else "")
+            + "; train in one process, or see docs/distributed.md for what works with which "
+            "engine"
         )
 
 
@@ -246,6 +275,19 @@ def _constructor_kwargs(
         if not arg.target_group:
             kwargs[arg.key] = value
     return kwargs
+
+
+def _build_layerwise(entry: RegisteredOptimizer, request: BuildRequest) -> LayerwiseOptimizer:
+    """One backend optimizer per parameter, each built by the plugin's own builder."""
+
+    def build_one(group: dict[str, Any], name: str) -> torch.optim.Optimizer:
+        single = dataclasses.replace(request, param_groups=[group], param_names=[[name]])
+        return _build(entry, single)
+
+    return LayerwiseOptimizer(
+        request.param_groups, request.param_names, build_one,
+        defaults={"lr": request.arguments.learning_rate},
+    )
 
 
 def _build(entry: RegisteredOptimizer, request: BuildRequest) -> torch.optim.Optimizer:

@@ -1,0 +1,168 @@
+"""Layerwise mode (optimizer in backward) for any optimizer whose spec allows it.
+
+Each parameter gets its own backend optimizer, stepped from the parameter's
+``register_post_accumulate_grad_hook`` as soon as its gradient is ready, and the
+gradient is freed right after: peak gradient memory drops to about one parameter's
+worth. This is the one place the hub returns its own object rather than the backend's:
+a small ``torch.optim.Optimizer`` that owns the per-parameter ones, so one LR scheduler
+drives them all (the learning rate of each outer group is copied into its inner
+optimizers before they step) and the reported learning rate is the real one.
+
+Contracts (checked by the training-loop helpers): no gradient accumulation, no gradient
+clipping (updates happen inside backward), ``step()`` does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from .errors import CapabilityError, CheckpointError
+
+__all__ = ["LayerwiseOptimizer"]
+
+#: Group keys copied from the outer group into the inner optimizers before each step:
+#: what LR schedulers change.
+SYNCED_KEYS = ("lr",)
+
+
+class LayerwiseOptimizer(torch.optim.Optimizer):
+    """Owns one optimizer per parameter (``inner``: name -> optimizer), stepped in backward.
+
+    ``param_groups`` mirror the groups the hub built, so schedulers and logging work on
+    this object as on any optimizer. ``close()`` (or leaving a ``with`` block) removes the
+    hooks; until then a ``loss.backward()`` updates the parameters.
+    """
+
+    def __init__(
+        self,
+        groups: list[dict[str, Any]],
+        names: list[list[str]],
+        build_one: Callable[[dict[str, Any], str], torch.optim.Optimizer],
+        defaults: Mapping[str, Any],
+    ) -> None:
+        super().__init__(groups, dict(defaults))
+        self.inner: dict[str, torch.optim.Optimizer] = {}
+        self._group_of: dict[str, dict[str, Any]] = {}
+        self._handles: list[Any] = []
+        for group, group_names in zip(self.param_groups, names, strict=True):
+            settings = {k: v for k, v in group.items() if k != "params"}
+            for name, param in zip(group_names, group["params"], strict=True):
+                self.inner[name] = build_one({**settings, "params": [param]}, name)
+                self._group_of[name] = group
+                self._handles.append(param.register_post_accumulate_grad_hook(
+                    self._hook_for(name)))
+
+    def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
+        def step_in_backward(param: torch.Tensor) -> None:
+            inner = self.inner[name]
+            outer = self._group_of[name]
+            for group in inner.param_groups:
+                for key in SYNCED_KEYS:
+                    _assign(group, key, outer[key])
+            inner.step()
+            inner.zero_grad(set_to_none=True)
+
+        return step_in_backward
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        """Nothing to do: every parameter was stepped during backward."""
+        if closure is not None:
+            raise CapabilityError(
+                "a layerwise optimizer steps inside backward; step(closure) cannot re-run "
+                "the loss. Call loss.backward() and leave step() without a closure."
+            )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Gradients are already freed after each parameter's step; clear any leftovers."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                param.grad = None
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """Inner states keyed by parameter name (not by position), plus the outer groups."""
+        groups = []
+        names_by_group: dict[int, list[str]] = {}
+        for name, group in self._group_of.items():
+            names_by_group.setdefault(id(group), []).append(name)
+        for group in self.param_groups:
+            entry = {k: v for k, v in group.items() if k != "params"}
+            entry["params"] = names_by_group.get(id(group), [])
+            groups.append(entry)
+        return {
+            "layerwise": True,
+            "param_groups": groups,
+            "inner": {name: opt.state_dict() for name, opt in self.inner.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Strict by parameter name: a missing or unexpected name is an error."""
+        if not isinstance(state_dict, Mapping) or not state_dict.get("layerwise"):
+            raise CheckpointError(
+                "this is a layerwise optimizer, but the state dict was not saved by one "
+                "(no 'layerwise' marker); load it into the optimizer that saved it"
+            )
+        saved = state_dict["inner"]
+        missing = sorted(set(self.inner) - set(saved))
+        unexpected = sorted(set(saved) - set(self.inner))
+        if missing or unexpected:
+            raise CheckpointError(
+                "layerwise state does not match the model's parameters: "
+                f"missing {_few(missing)}, unexpected {_few(unexpected)}. Was it saved for "
+                "another model or with other trainable parameters?"
+            )
+        if len(state_dict["param_groups"]) != len(self.param_groups):
+            raise CheckpointError(
+                f"the state has {len(state_dict['param_groups'])} param groups, this "
+                f"optimizer {len(self.param_groups)}; it was saved with other settings"
+            )
+        for name, inner_state in saved.items():
+            self.inner[name].load_state_dict(inner_state)
+        for group, saved_group in zip(self.param_groups, state_dict["param_groups"], strict=True):
+            for key, value in saved_group.items():
+                if key != "params":
+                    group[key] = value
+
+    # ---- hooks -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove the backward hooks: after this, backward no longer updates parameters."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def closed(self) -> bool:
+        return not self._handles
+
+    def __enter__(self) -> LayerwiseOptimizer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[tuple[str, torch.optim.Optimizer]]:
+        return iter(self.inner.items())
+
+    def __repr__(self) -> str:
+        kinds = sorted({type(o).__name__ for o in self.inner.values()})
+        return f"LayerwiseOptimizer({len(self.inner)} x {'/'.join(kinds)})"
+
+
+def _assign(group: dict[str, Any], key: str, value: Any) -> None:
+    """Set a group value in place; some backends (torchao) keep lr as a 0-d tensor."""
+    current = group.get(key)
+    if isinstance(current, torch.Tensor):
+        current.fill_(value)
+    else:
+        group[key] = value
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"

@@ -1,0 +1,103 @@
+"""Layerwise (optimizer-in-backward) mode: same results as normal training, strict state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import lm_batch, lm_loss, make_tiny_lm
+from parity import max_difference, train
+
+import optimhub
+from optimhub.errors import CapabilityError, CheckpointError
+from optimhub.layerwise import LayerwiseOptimizer
+
+
+def layerwise_train(model, optimizer, steps=5, scheduler=None):
+    for step in range(steps):
+        lm_loss(model, lm_batch(seed=step)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
+
+
+@pytest.mark.parametrize("name", ["adamw_torch", "sgd", "adafactor_torch"])
+def test_layerwise_equals_normal_training_step_for_step(name):
+    normal_model, layer_model = make_tiny_lm(), make_tiny_lm()
+    normal = optimhub.create_optimizer(name, normal_model, lr=1e-2, weight_decay=0.1)
+    layerwise = optimhub.create_optimizer(name, layer_model, lr=1e-2, weight_decay=0.1,
+                                          layerwise=True)
+    assert isinstance(layerwise, LayerwiseOptimizer)
+    assert set(layerwise.inner) == {n for n, _ in layer_model.named_parameters()}
+    assert optimhub.spec_of(layerwise).name == name
+    for step in range(4):
+        train(normal_model, normal, steps=1)
+        layerwise_train(layer_model, layerwise, steps=1)
+        assert max_difference(normal_model, layer_model) < 1e-6, step
+        assert all(p.grad is None for p in layer_model.parameters())
+    layerwise.close()
+
+
+def test_one_scheduler_drives_every_inner_optimizer_and_reports_the_real_lr():
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-2, layerwise=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    layerwise_train(model, optimizer, steps=3, scheduler=scheduler)
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-2 * 0.5 ** 3)
+    # The inner optimizers stepped with the lr of the step they ran in (the last: 0.5 ** 2).
+    inner_lrs = [g["lr"] for o in optimizer.inner.values() for g in o.param_groups]
+    assert inner_lrs == pytest.approx([1e-2 * 0.5 ** 2] * len(inner_lrs))
+
+
+def test_state_dict_is_keyed_by_name_and_loads_strictly(tmp_path):
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-2, layerwise=True)
+    layerwise_train(model, optimizer, steps=2)
+    state = optimizer.state_dict()
+    assert set(state["inner"]) == {n for n, _ in model.named_parameters()}
+    torch.save(state, tmp_path / "opt.pt")
+    loaded = torch.load(tmp_path / "opt.pt", weights_only=True)
+
+    resumed_model = make_tiny_lm()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = optimhub.create_optimizer("adamw_torch", resumed_model, lr=1e-2, layerwise=True)
+    resumed.load_state_dict(loaded)
+    layerwise_train(model, optimizer, steps=2)
+    layerwise_train(resumed_model, resumed, steps=2)
+    assert max_difference(model, resumed_model) == 0.0
+
+    smaller = make_tiny_lm(layers=1)
+    other = optimhub.create_optimizer("adamw_torch", smaller, lr=1e-2, layerwise=True)
+    with pytest.raises(CheckpointError, match="unexpected .*layers.1"):
+        other.load_state_dict(loaded)
+    with pytest.raises(CheckpointError, match="not saved by one"):
+        other.load_state_dict(torch.optim.AdamW(smaller.parameters()).state_dict())
+
+
+def test_close_removes_the_hooks():
+    model = make_tiny_lm()
+    with optimhub.create_optimizer("sgd", model, lr=0.1, layerwise=True) as optimizer:
+        before = model.lm_head.weight.detach().clone()
+        lm_loss(model, lm_batch()).backward()
+        assert not torch.equal(before, model.lm_head.weight)
+    assert optimizer.closed
+    before = model.lm_head.weight.detach().clone()
+    lm_loss(model, lm_batch()).backward()
+    assert torch.equal(before, model.lm_head.weight)
+    assert model.lm_head.weight.grad is not None
+
+
+def test_step_with_a_closure_and_incapable_names_are_refused(use_host):
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("sgd", model, lr=0.1, layerwise=True)
+    with pytest.raises(CapabilityError, match="steps inside backward"):
+        optimizer.step(lambda: 0.0)
+    optimizer.close()
+    from test_factory import CapabilityPlugin
+
+    from optimhub.plugin_host import PluginHost
+
+    use_host(PluginHost(environ={"OPTIMHUB_DISABLE_PLUGIN_AUTOLOAD": "1"},
+                        extra_plugins=[("capabilities", CapabilityPlugin())]))
+    with pytest.raises(CapabilityError, match="'model_demo' cannot run layerwise"):
+        optimhub.create_optimizer("model_demo", make_tiny_lm(), layerwise=True)
