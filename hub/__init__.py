@@ -17,6 +17,7 @@ from .errors import (
     BuildError,
     CapabilityError,
     CatalogError,
+    CheckpointError,
     MissingBackendError,
     OptimArgsError,
     OptimArgsTypeError,
@@ -34,6 +35,7 @@ from .param_groups import ParamGroupRule
 from .registration import Register
 from .spec import ArgSpec, Capability, OptimizerSpec
 from .targets import explain_targets
+from .training import TrainingDriver, drive
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "CatalogError",
+    "CheckpointError",
     "MissingBackendError",
     "OptimArgsError",
     "OptimArgsTypeError",
@@ -58,9 +61,11 @@ __all__ = [
     "Register",
     "TargetModulesError",
     "TargetModulesTypeError",
+    "TrainingDriver",
     "UnknownOptimizerError",
     "class_builder",
     "create_optimizer",
+    "drive",
     "explain_targets",
     "get_spec",
     "hookimpl",

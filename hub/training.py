@@ -1,0 +1,204 @@
+"""One way to drive any optimizer: the loop contracts, decided by capabilities.
+
+A training loop written once against :class:`TrainingDriver` trains every optimizer in
+the catalog correctly::
+
+    driver = optimhub.drive(optimizer, scheduler, max_grad_norm=1.0,
+                            gradient_accumulation_steps=4, model=model)
+    for batch in batches:
+        driver.backward(loss_fn(model, batch))
+        driver.step()                 # steps only every 4th call; clips; schedules
+    with driver.evaluating():         # schedule-free: evaluation weights inside
+        evaluate(model)
+    with driver.saving():             # schedule-free: the weights you want to keep
+        torch.save(model.state_dict(), path)
+
+What it does per capability:
+
+- plain optimizers: loss scaled by 1/accumulation, gradient clipping, ``step()``,
+  scheduler step, ``zero_grad``;
+- schedule-free: ``optimizer.train()`` before training steps, ``optimizer.eval()``
+  around evaluation and saving (forgetting it is silent otherwise);
+- fused backward (LOMO): ``grad_norm(loss)`` when the backend clips, then
+  ``fused_backward(loss, lr)`` with the scheduler's current learning rate;
+- layerwise: the update happens inside ``loss.backward()``; ``step()`` only schedules.
+
+Combinations that cannot work are refused when the driver is built, naming the capability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError
+from .factory import spec_of
+from .layerwise import LayerwiseOptimizer
+from .spec import Capability, OptimizerSpec
+
+__all__ = ["TrainingDriver", "drive"]
+
+
+def drive(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None = None,
+    *,
+    max_grad_norm: float | None = None,
+    gradient_accumulation_steps: int = 1,
+    model: nn.Module | None = None,
+    closure: Callable[[], torch.Tensor] | None = None,
+) -> TrainingDriver:
+    """Build the :class:`TrainingDriver` for an optimizer (built by optimhub or not)."""
+    return TrainingDriver(
+        optimizer, scheduler, max_grad_norm=max_grad_norm,
+        gradient_accumulation_steps=gradient_accumulation_steps, model=model, closure=closure,
+    )
+
+
+class TrainingDriver:
+    """Drives one optimizer (and its scheduler) by the rules of its capabilities."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None = None,
+        *,
+        max_grad_norm: float | None = None,
+        gradient_accumulation_steps: int = 1,
+        model: nn.Module | None = None,
+        closure: Callable[[], torch.Tensor] | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.spec = _spec_or_none(optimizer)
+        self.max_grad_norm = _grad_norm(max_grad_norm)
+        self.accumulation = _accumulation(gradient_accumulation_steps)
+        self.model = model
+        self.closure = closure
+        self.layerwise = isinstance(optimizer, LayerwiseOptimizer)
+        self.fused = self._has(Capability.FUSED_BACKWARD)
+        self.schedule_free = self._has(Capability.SCHEDULE_FREE)
+        self._micro_steps = 0
+        self._check_contracts()
+        if self.schedule_free:
+            self.optimizer.train()
+
+    # ---- contracts -------------------------------------------------------------------
+    def _has(self, capability: Capability) -> bool:
+        return self.spec is not None and self.spec.has(capability)
+
+    def _check_contracts(self) -> None:
+        in_backward = "fused backward" if self.fused else "layerwise" if self.layerwise else None
+        name = self.spec.name if self.spec else type(self.optimizer).__name__
+        if in_backward and self.accumulation > 1:
+            raise CapabilityError(
+                f"optimizer {name!r} updates parameters inside backward ({in_backward}), so "
+                f"gradients cannot accumulate over {self.accumulation} steps; use "
+                "gradient_accumulation_steps=1 (and a larger batch), or a non-fused optimizer"
+            )
+        if in_backward and self.max_grad_norm is not None:
+            fix = ("set clip_grad_norm in its optim_args (the backend clips during its fused "
+                   "backward)" if self.fused else "leave max_grad_norm unset")
+            raise CapabilityError(
+                f"optimizer {name!r} updates parameters inside backward ({in_backward}), so "
+                f"the loop cannot clip gradients to max_grad_norm={self.max_grad_norm}; {fix}"
+            )
+        if self._has(Capability.CLOSURE_REQUIRED) and self.closure is None:
+            raise CapabilityError(
+                f"optimizer {name!r} needs step(closure): pass closure= (a function that "
+                "recomputes and returns the loss, calling backward) to the driver"
+            )
+
+    # ---- the loop --------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next update will use (the scheduler's current value)."""
+        value = self.optimizer.param_groups[0]["lr"]
+        return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` the way this optimizer needs."""
+        self._micro_steps += 1
+        if self.fused:
+            if getattr(self.optimizer, "clip_grad_norm", None) is not None:
+                self.optimizer.grad_norm(loss)
+            self.optimizer.fused_backward(loss, self.lr)
+            return
+        (loss / self.accumulation if self.accumulation > 1 else loss).backward()
+
+    def step(self) -> bool:
+        """Finish one micro-step; returns True when the parameters were updated."""
+        if self._micro_steps == 0:
+            raise CapabilityError("step() was called before backward(loss)")
+        if self._micro_steps % self.accumulation:
+            return False
+        if not (self.fused or self.layerwise):
+            if self.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(_parameters(self.optimizer), self.max_grad_norm)
+            if self.closure is not None:
+                self.optimizer.step(self.closure)
+            else:
+                self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.zero_grad()
+        return True
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ---- evaluation and saving -------------------------------------------------------
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Inside: the weights to evaluate (schedule-free: the averaged x sequence)."""
+        if self.schedule_free:
+            self.optimizer.eval()
+        try:
+            yield
+        finally:
+            if self.schedule_free:
+                self.optimizer.train()
+
+    #: Saving needs the same weights as evaluation: what the averaged iterate says.
+    saving = evaluating
+
+    def finish(self) -> None:
+        """Leave the model in its final weights (schedule-free: eval weights) for good."""
+        if self.schedule_free:
+            self.optimizer.eval()
+
+
+def _spec_or_none(optimizer: torch.optim.Optimizer) -> OptimizerSpec | None:
+    try:
+        return spec_of(optimizer)
+    except OptimArgsTypeError:
+        return None  # a foreign optimizer: driven as a plain one
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _grad_norm(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptimArgsTypeError(f"max_grad_norm must be a number or None, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise OptimArgsError(
+            f"max_grad_norm must be a finite number > 0 (or None for no clipping), got {value!r}"
+        )
+    return float(value)
+
+
+def _accumulation(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptimArgsTypeError(f"gradient_accumulation_steps must be an int, got {value!r}")
+    if value < 1:
+        raise OptimArgsError(f"gradient_accumulation_steps must be >= 1, got {value!r}")
+    return value
