@@ -47,13 +47,16 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         self.inner: dict[str, torch.optim.Optimizer] = {}
         self._group_of: dict[str, dict[str, Any]] = {}
         self._handles: list[Any] = []
+        params: dict[str, torch.Tensor] = {}
         for group, group_names in zip(self.param_groups, names, strict=True):
             settings = {k: v for k, v in group.items() if k != "params"}
             for name, param in zip(group_names, group["params"], strict=True):
                 self.inner[name] = build_one({**settings, "params": [param]}, name)
                 self._group_of[name] = group
-                self._handles.append(param.register_post_accumulate_grad_hook(
-                    self._hook_for(name)))
+                params[name] = param
+        # Hooks only once every inner optimizer built: a failed build leaves the model as it was.
+        for name, param in params.items():
+            self._handles.append(param.register_post_accumulate_grad_hook(self._hook_for(name)))
 
     def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
         def step_in_backward(param: torch.Tensor) -> None:

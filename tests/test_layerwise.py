@@ -101,3 +101,35 @@ def test_step_with_a_closure_and_incapable_names_are_refused(use_host):
                         extra_plugins=[("capabilities", CapabilityPlugin())]))
     with pytest.raises(CapabilityError, match="'model_demo' cannot run layerwise"):
         optimhub.create_optimizer("model_demo", make_tiny_lm(), layerwise=True)
+
+
+def test_a_failed_build_leaves_no_hook_on_the_model(use_host):
+    from test_factory import CapabilityPlugin
+
+    from optimhub.plugin_host import PluginHost
+
+    calls = []
+
+    class FailsOnThird:
+        @optimhub.hookimpl
+        def optimhub_register_optimizers(self, register):
+            def build(request):
+                calls.append(request.param_names)
+                if len(calls) == 3:
+                    raise ValueError("the third parameter cannot be built")
+                return torch.optim.SGD(request.param_groups, **request.kwargs)
+
+            register.optimizer(optimhub.OptimizerSpec(
+                name="fragile", summary="s", plugin="x", distribution="torch",
+                import_name="torch", capabilities={"layerwise_capable"},
+                hyperparameters={"lr", "weight_decay"}), build)
+
+    use_host(PluginHost(environ={"OPTIMHUB_DISABLE_PLUGIN_AUTOLOAD": "1"},
+                        extra_plugins=[("fragile", FailsOnThird()),
+                                       ("capabilities", CapabilityPlugin())]))
+    model = make_tiny_lm()
+    with pytest.raises(optimhub.BuildError, match="third parameter"):
+        optimhub.create_optimizer("fragile", model, lr=0.1, layerwise=True)
+    before = model.embed_tokens.weight.detach().clone()
+    lm_loss(model, lm_batch()).backward()
+    assert torch.equal(before, model.embed_tokens.weight)
