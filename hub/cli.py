@@ -1,27 +1,62 @@
-"""The ``optimhub`` command line: ``optimhub list`` for now (info, plugins, doctor,
-estimate and compare come with the user-facing issue)."""
+"""The ``optimhub`` command line: see what is available, what an optimizer needs, and
+what is wrong with this machine, before a GPU-hour is spent.
+
+Every listing takes ``--json``. Only ``doctor`` imports backends (that is its job); the
+others read specs alone, so they answer in well under a second.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import OptimHubError
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="optimhub", description="The memory-efficient PyTorch optimizers, one front door."
+        prog="optimhub",
+        description="The memory-efficient PyTorch optimizers, one front door.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="list optimizer names")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list optimizer names (no backend imported)")
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'adamw*'")
-    listing.add_argument("--capability", action="append", help="only names with this capability")
+    listing.add_argument("--capability", action="append", metavar="C",
+                         help="only names with this capability (repeatable)")
     listing.add_argument("--available", action="store_true", help="only names usable here")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=_list)
+
+    info = commands.add_parser("info", help="what one optimizer is and what it needs")
+    info.add_argument("name")
+    info.set_defaults(run=_info)
+
+    plugins = commands.add_parser("plugins", help="loaded plugins and their load errors")
+    plugins.set_defaults(run=_plugins)
+
+    doctor = commands.add_parser("doctor", help="is every backend installed and usable here?")
+    doctor.set_defaults(run=_doctor)
+
+    for sub in (listing, info, plugins, doctor):
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except OptimHubError as exc:
+        print(f"optimhub: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---- list ------------------------------------------------------------------------------
 def _list(args: argparse.Namespace) -> int:
     from .backends import is_installed
     from .listing import list_optimizers
@@ -31,6 +66,7 @@ def _list(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": s.name,
+            "aliases": list(s.aliases),
             "backend": s.distribution,
             "installed": is_installed(s),
             "capabilities": sorted(c.value for c in s.capabilities),
@@ -39,24 +75,248 @@ def _list(args: argparse.Namespace) -> int:
         for s in specs
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    width = max((len(r["name"]) for r in rows), default=4)
-    for row in rows:
-        mark = "yes" if row["installed"] else "no "
-        print(f"{row['name']:<{width}}  {row['backend']:<14} {mark}  {row['summary']}")
+        return _print_json(rows)
+    print(_table(
+        ["name", "backend", "installed", "capabilities", "summary"],
+        [[r["name"] + "".join(f" ({a})" for a in r["aliases"]), r["backend"],
+          "yes" if r["installed"] else "no", ",".join(r["capabilities"]) or "-", r["summary"]]
+         for r in rows],
+    ))
+    print(f"\n{len(rows)} optimizers. `optimhub info NAME` explains one.")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    from .errors import OptimHubError
+# ---- info ------------------------------------------------------------------------------
+def _info(args: argparse.Namespace) -> int:
+    from .backends import backend_status
+    from .listing import get_spec
 
-    try:
-        return {"list": _list}[args.command](args)
-    except OptimHubError as exc:
-        print(f"optimhub: error: {exc}", file=sys.stderr)
-        return 2
+    spec = get_spec(args.name)
+    status = backend_status(spec)
+    data = {
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "summary": spec.summary,
+        "paper": spec.paper,
+        "plugin": spec.plugin,
+        "backend": {"distribution": spec.distribution, "import_name": spec.import_name,
+                    "installed": status.installed, "version": status.version,
+                    "usable_here": status.usable, "problem": status.problem,
+                    "install": spec.install_command},
+        "capabilities": {c.value: c.explanation for c in sorted(spec.capabilities)},
+        "hyperparameters": sorted(spec.hyperparameters),
+        "fixed": dict(spec.fixed),
+        "optim_args": [_arg_row(a) for a in spec.args.values()],
+        "example_python": _python_example(spec),
+        "example_trainer": _trainer_example(spec),
+    }
+    if args.json:
+        return _print_json(data)
+    print(_info_text(data))
+    return 0
+
+
+def _arg_row(arg: Any) -> dict[str, Any]:
+    return {
+        "key": arg.name,
+        "type": arg.type,
+        "default": arg.default if arg.has_default else None,
+        "default_is_backend": not arg.has_default,
+        "allowed": arg.describe_allowed(),
+        "target_group": arg.target_group,
+        "doc": arg.doc,
+    }
+
+
+def _example_options(spec: Any) -> dict[str, str]:
+    options: dict[str, str] = {}
+    if spec.args:
+        first = next(iter(spec.args.values()))
+        if first.has_default:
+            from .optim_args import format_optim_args
+
+            options["optim_args"] = format_optim_args({first.name: first.default})
+    if spec.has("target_modules"):
+        options["optim_target_modules"] = '[r".*attn.*", r".*mlp.*"]'
+    return options
+
+
+def _python_example(spec: Any) -> str:
+    options = _example_options(spec)
+    extra = "".join(
+        f", {k}={v if k == 'optim_target_modules' else repr(v)}" for k, v in options.items()
+    )
+    return (f'optimizer = optimhub.create_optimizer("{spec.name}", model, '
+            f"lr=1e-3{extra})")
+
+
+def _trainer_example(spec: Any) -> str:
+    options = _example_options(spec)
+    fields = "".join(
+        f", {k}={v if k == 'optim_target_modules' else repr(v)}" for k, v in options.items()
+    )
+    return (
+        "from optimhub.integrations.transformers import OptimHubTrainer\n"
+        f'args = TrainingArguments(output_dir="out", learning_rate=1e-3{fields})\n'
+        f'trainer = OptimHubTrainer(model=model, args=args, optim="{spec.name}", '
+        "train_dataset=data)"
+    )
+
+
+def _info_text(data: dict[str, Any]) -> str:
+    backend = data["backend"]
+    lines = [f"{data['name']}: {data['summary']}"]
+    if data["aliases"]:
+        lines.append(f"aliases: {', '.join(data['aliases'])}")
+    if data["paper"]:
+        lines.append(f"paper: {data['paper']}")
+    state = ("installed " + (backend["version"] or "") if backend["installed"]
+             else "NOT installed")
+    lines += [
+        "",
+        f"backend: {backend['distribution']} (import {backend['import_name']}), {state}",
+        f"install: {backend['install']}",
+    ]
+    if backend["problem"]:
+        lines.append(f"problem here: {backend['problem']}")
+    lines += ["", "what your training loop must know:"]
+    if data["capabilities"]:
+        lines += [f"  - {text}" for text in data["capabilities"].values()]
+    else:
+        lines.append("  - nothing special: a plain optimizer (backward, step, zero_grad)")
+    lines += ["", "takes from TrainingArguments: " + ", ".join(data["hyperparameters"])]
+    if data["fixed"]:
+        lines.append("pinned by this name: " + ", ".join(f"{k}={v!r}" for k, v in
+                                                          data["fixed"].items()))
+    lines += ["", "optim_args:"]
+    if data["optim_args"]:
+        lines.append(_table(
+            ["key", "type", "default", "allowed", "doc"],
+            [[a["key"] + (" *" if a["target_group"] else ""), a["type"],
+              "(backend's)" if a["default_is_backend"] else repr(a["default"]),
+              a["allowed"], a["doc"]] for a in data["optim_args"]],
+            indent="  ",
+        ))
+        if any(a["target_group"] for a in data["optim_args"]):
+            lines.append("  * applies to the target (low-rank) parameter group")
+    else:
+        lines.append("  (none)")
+    lines += ["", "Python:", "  " + data["example_python"], "", "Hugging Face Trainer:"]
+    lines += ["  " + line for line in data["example_trainer"].splitlines()]
+    return "\n".join(lines)
+
+
+# ---- plugins ---------------------------------------------------------------------------
+def _plugins(args: argparse.Namespace) -> int:
+    from .plugin_host import get_registry
+
+    registry = get_registry()
+    plugins = [
+        {
+            "name": p.name,
+            "builtin": p.builtin,
+            "distribution": p.distribution,
+            "version": p.version,
+            "optimizers": sorted(n for n, e in registry.entries.items()
+                                 if e.plugin.name == p.name),
+        }
+        for p in registry.plugins
+    ]
+    failures = [
+        {"plugin": f.plugin.name, "distribution": f.plugin.distribution,
+         "version": f.plugin.version, "stage": f.stage, "message": f.message,
+         "names": list(f.names)}
+        for f in registry.failures
+    ]
+    if args.json:
+        return _print_json({"plugins": plugins, "failures": failures})
+    print(_table(
+        ["plugin", "kind", "distribution", "optimizers"],
+        [[p["name"], "built-in" if p["builtin"] else "entry point",
+          f"{p['distribution']} {p['version']}" if p["distribution"] else "optimhub",
+          ", ".join(p["optimizers"]) or "-"] for p in plugins],
+    ))
+    if failures:
+        print("\nload errors:")
+        for f in failures:
+            where = f" ({f['distribution']} {f['version'] or ''})" if f["distribution"] else ""
+            print(f"  - {f['plugin']}{where} failed at {f['stage']}: {f['message']}")
+    else:
+        print("\nno load errors")
+    return 0
+
+
+# ---- doctor ----------------------------------------------------------------------------
+def _doctor(args: argparse.Namespace) -> int:
+    from .backends import backend_status, cuda_available
+    from .listing import list_optimizers
+    from .plugin_host import get_registry
+
+    device = "CUDA" if cuda_available() else "CPU only"
+    backends: dict[tuple[str, str], list[Any]] = {}
+    for spec in list_optimizers():
+        backends.setdefault((spec.distribution, spec.import_name), []).append(spec)
+    rows = []
+    for (distribution, import_name), specs in sorted(backends.items()):
+        statuses = {s.name: backend_status(s, import_it=True) for s in specs}
+        first = next(iter(statuses.values()))
+        unusable = {n: st.problem for n, st in statuses.items() if not st.usable}
+        rows.append({
+            "backend": distribution,
+            "import_name": import_name,
+            "installed": first.installed,
+            "version": first.version,
+            "importable": first.installed and not any(
+                "importing" in (st.problem or "") for st in statuses.values()),
+            "usable": sorted(set(statuses) - set(unusable)),
+            "unusable": unusable,
+            "fix": _fix(specs, unusable),
+        })
+    failures = [str(f) for f in get_registry().failures]
+    if args.json:
+        return _print_json({"device": device, "backends": rows, "plugin_failures": failures})
+    print(f"device: {device}\n")
+    print(_table(
+        ["backend", "installed", "importable", "usable here", "fix"],
+        [[r["backend"], r["version"] or "no", "yes" if r["importable"] else "no",
+          f"{len(r['usable'])}/{len(r['usable']) + len(r['unusable'])}", r["fix"] or "-"]
+         for r in rows],
+    ))
+    for row in rows:
+        for name, problem in row["unusable"].items():
+            print(f"  {name}: {problem}")
+    for failure in failures:
+        print(f"plugin fault: {failure}")
+    return 0
+
+
+def _fix(specs: list[Any], unusable: dict[str, str | None]) -> str:
+    if not unusable:
+        return ""
+    spec = next(s for s in specs if s.name in unusable)
+    problem = unusable[spec.name] or ""
+    if problem.startswith("not installed") or "importing" in problem:
+        return spec.install_command
+    if "CUDA" in problem:
+        return "run on a machine with an NVIDIA GPU and a CUDA build of torch"
+    return "see below"
+
+
+# ---- output helpers --------------------------------------------------------------------
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def _table(headers: list[str], rows: list[list[str]], indent: str = "") -> str:
+    """A plain aligned text table; the last column is left unpadded."""
+    widths = [max(len(str(x)) for x in [h, *(r[i] for r in rows)])
+              for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers, ["-" * w for w in widths], *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append(indent + "  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover
