@@ -33,6 +33,7 @@ from .hookspecs import hookimpl
 from .listing import get_spec, list_optimizers
 from .param_groups import ParamGroupRule
 from .registration import Register
+from .schedules import SCHEDULE_NAMES, create_scheduler
 from .spec import ArgSpec, Capability, OptimizerSpec
 from .targets import explain_targets
 from .training import TrainingDriver, drive
@@ -40,6 +41,7 @@ from .training import TrainingDriver, drive
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCHEDULE_NAMES",
     "ArgSpec",
     "BackendUnavailableError",
     "BuildError",
@@ -65,6 +67,7 @@ __all__ = [
     "UnknownOptimizerError",
     "class_builder",
     "create_optimizer",
+    "create_scheduler",
     "drive",
     "explain_targets",
     "get_spec",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptimArgsError, OptimArgsTypeError, closest
 
-__all__ = ["OptimizerArguments", "resolve_arguments"]
+__all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,9 @@ class OptimizerArguments:
         so its step 0 runs at 10x the learning rate for 0.1; here a ratio needs
         ``max_steps`` and becomes an int, or it is an error.
         """
-        warmup = self.warmup_steps
-        if warmup >= 1 or warmup == 0:
-            if warmup != int(warmup):
-                raise OptimArgsError(
-                    f"warmup_steps={warmup!r} is neither a whole number of steps nor a ratio "
-                    "below 1"
-                )
-            return int(warmup)
-        if self.max_steps is None or self.max_steps <= 0:
-            raise OptimArgsError(
-                f"warmup_steps={warmup!r} is a ratio of the training length, but max_steps is "
-                f"{self.max_steps!r}; give max_steps (the total number of optimizer steps) or "
-                "warmup_steps as a whole number of steps"
-            )
-        return math.ceil(self.max_steps * warmup)
+        total = self.max_steps if self.max_steps > 0 else None
+        return resolve_warmup_steps(self.warmup_steps, total, warmup_name="warmup_steps",
+                                    total_name="max_steps")
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments))
@@ -85,6 +74,52 @@ def resolve_arguments(args: Any = None, overrides: Mapping[str, Any] | None = No
     resolved = OptimizerArguments(**values)
     _validate(resolved)
     return resolved
+
+
+def resolve_warmup_steps(
+    warmup: float | None,
+    total: int | None,
+    *,
+    warmup_name: str = "num_warmup_steps",
+    total_name: str = "num_training_steps",
+) -> int:
+    """A warmup given as steps or as a ratio, as a whole number of steps.
+
+    HF's rule (``TrainingArguments.get_warmup_steps``, 5.x): a value >= 1 is a step count
+    (``int(w)``); a value in (0, 1) is a ratio of the total, rounded up
+    (``ceil(total * w)``, the same float product as HF, so the counts agree). Nothing is
+    guessed: ``None`` is 0, and a bool, a negative or non-finite value, a float >= 1 that is
+    not whole and a ratio without a total are errors naming the value and the fix. The
+    names are parameters so the optimizer-side warmup (``warmup_steps`` / ``max_steps``)
+    can share this rule with the same wording.
+    """
+    if warmup is None:
+        return 0
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real):
+        raise OptimArgsTypeError(
+            f"{warmup_name}={warmup!r} ({type(warmup).__name__}) is not a number: give a whole "
+            f"number of steps (e.g. 100) or a ratio of {total_name} in (0, 1) (e.g. 0.05)"
+        )
+    if not math.isfinite(warmup) or warmup < 0:
+        raise OptimArgsError(
+            f"{warmup_name}={warmup!r} is not valid: a warmup is a whole number of steps >= 0 "
+            f"or a ratio of {total_name} in (0, 1)"
+        )
+    if warmup == 0 or warmup >= 1:
+        if warmup != int(warmup):
+            raise OptimArgsError(
+                f"{warmup_name}={warmup!r} is neither a whole number of steps nor a ratio below "
+                f"1: give {math.floor(warmup)} or {math.ceil(warmup)} steps, or a ratio of "
+                f"{total_name} such as 0.05"
+            )
+        return int(warmup)
+    if total is None:
+        raise OptimArgsError(
+            f"{warmup_name}={warmup!r} is a ratio of the training length, but {total_name} was "
+            f"not given: pass {total_name} (the total number of optimizer steps), or give "
+            "the warmup as a whole number of steps"
+        )
+    return math.ceil(total * warmup)
 
 
 def _read(args: Any) -> dict[str, Any]:

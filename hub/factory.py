@@ -45,7 +45,7 @@ from .registration import RegisteredOptimizer
 from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
-__all__ = ["create_optimizer", "spec_of"]
+__all__ = ["create_optimizer", "spec_of", "spec_or_none"]
 
 _SPECS: weakref.WeakKeyDictionary[Any, OptimizerSpec] = weakref.WeakKeyDictionary()
 
@@ -102,6 +102,14 @@ def spec_of(optimizer: Any) -> OptimizerSpec:
         raise OptimArgsTypeError(
             f"{type(optimizer).__name__} object was not built by optimhub.create_optimizer"
         ) from None
+
+
+def spec_or_none(optimizer: Any) -> OptimizerSpec | None:
+    """The spec of an optimizer built by the hub, or None for a foreign one."""
+    try:
+        return _SPECS.get(optimizer)
+    except TypeError:  # not weak-referenceable: certainly not ours
+        return None
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError
-from .factory import spec_of
+from .factory import spec_or_none
 from .layerwise import LayerwiseOptimizer
-from .spec import Capability, OptimizerSpec
+from .spec import Capability
 
 __all__ = ["TrainingDriver", "drive"]
 
@@ -75,7 +76,7 @@ class TrainingDriver:
     ) -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.spec = _spec_or_none(optimizer)
+        self.spec = spec_or_none(optimizer)  # None: a foreign optimizer, driven as plain
         self.max_grad_norm = _grad_norm(max_grad_norm)
         self.accumulation = _accumulation(gradient_accumulation_steps)
         self.model = model
@@ -144,10 +145,20 @@ class TrainingDriver:
                 self.optimizer.step(self.closure)
             else:
                 self.optimizer.step()
-        if self.scheduler is not None:
+        if self.scheduler is not None and not self._metric_driven:
             self.scheduler.step()
         self.zero_grad()
         return True
+
+    @property
+    def _metric_driven(self) -> bool:
+        return isinstance(self.scheduler, ReduceLROnPlateau)
+
+    def evaluated(self, metric: float) -> None:
+        """Report an evaluation metric: metric-driven schedules (reduce_lr_on_plateau,
+        greedy) step on it; time-driven ones already stepped in ``step()``."""
+        if self._metric_driven:
+            self.scheduler.step(metric)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,13 +182,6 @@ class TrainingDriver:
         """Leave the model in its final weights (schedule-free: eval weights) for good."""
         if self.schedule_free:
             self.optimizer.eval()
-
-
-def _spec_or_none(optimizer: torch.optim.Optimizer) -> OptimizerSpec | None:
-    try:
-        return spec_of(optimizer)
-    except OptimArgsTypeError:
-        return None  # a foreign optimizer: driven as a plain one
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -91,3 +91,16 @@ def test_step_before_backward_is_an_error():
     driver = drive(optimhub.create_optimizer("sgd", make_tiny_lm()))
     with pytest.raises(CapabilityError, match="before backward"):
         driver.step()
+
+
+def test_metric_driven_schedules_step_on_evaluation_only():
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("sgd", model, lr=1.0)
+    scheduler = optimhub.create_scheduler("reduce_lr_on_plateau", optimizer, patience=0,
+                                          factor=0.5)
+    driver = drive(optimizer, scheduler)
+    driver.backward(lm_loss(model, lm_batch()))
+    assert driver.step() and driver.lr == 1.0
+    driver.evaluated(1.0)
+    driver.evaluated(2.0)  # worse: the plateau schedule halves the lr
+    assert driver.lr == 0.5
