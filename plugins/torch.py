@@ -7,8 +7,9 @@ gets an optimhub error that names the optim_args keys to change.
 
 from __future__ import annotations
 
-import optimhub
 import torch
+
+import optimhub
 from optimhub.build import BuildRequest, class_builder
 from optimhub.errors import OptimArgsError
 

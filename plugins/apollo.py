@@ -1,0 +1,100 @@
+"""Built-in plugin: APOLLO (apollo-torch): ``APOLLOAdamW``, also as the APOLLO-Mini preset.
+
+Specs are in registry.toml (``apollo_mini`` is ``apollo_adamw`` with the APOLLO-Mini
+defaults: rank 1, one scaling factor per tensor, scale 128). The builder shares
+GaLore's low-rank preparation and checkpoint hooks (plugins/galore.py: APOLLO's SVD
+projector is GaLore's), and adds the checks of APOLLO's own step:
+
+- the rank is capped at each weight's smaller side, which for APOLLO's random
+  projector matters: it does not clamp, so rank 128 on a 64x64 weight keeps 64x128
+  moments, more than dense Adam;
+- ``proj_type="full"`` is refused: the random projector raises NotImplementedError and
+  the SVD one fails at the second step;
+- channel-wise scaling is checked against each weight's shape (see
+  ``check_apollo_scaling``).
+
+betas and eps come from the training arguments for every group (HF passes them into the
+target group only, so its other parameters get APOLLO's eps of 1e-6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import optimhub
+from optimhub.build import BuildRequest
+from optimhub.errors import OptimArgsError
+
+from .galore import RANK_KEY, install_checkpoint_hooks, low_rank_groups, low_rank_members
+
+__all__ = ["build_apollo", "check_apollo_scaling", "projected_shape"]
+
+
+def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
+    groups, names = low_rank_groups(request)
+    check_apollo_scaling(request.spec.name, groups, names)
+    from apollo_torch import APOLLOAdamW
+
+    optimizer = APOLLOAdamW(groups, **request.kwargs)
+    install_checkpoint_hooks(optimizer)
+    return optimizer
+
+
+def projected_shape(proj_type: str, rows: int, cols: int, rank: int) -> tuple[int, int]:
+    """The shape of the low-rank gradient APOLLO's projectors produce for a weight."""
+    right = {
+        "std": rows >= cols,
+        "reverse_std": rows < cols,
+        "right": True,
+        "left": False,
+    }[proj_type]
+    return (rows, rank) if right else (rank, cols)
+
+
+def check_apollo_scaling(
+    optimizer: str, groups: Sequence[dict[str, Any]], names: Sequence[Sequence[str]]
+) -> None:
+    """Refuse what ``APOLLOAdamW`` accepts at construction but fails on in ``step()``.
+
+    With ``scale_type="channel"`` the scaling factor is the norm of the low-rank update
+    taken along the weight's longer side (dim 1 when rows >= columns, else dim 0), and
+    multiplies the full gradient: it must have one entry per row (per column) of the
+    weight, or a single one. ``proj_type="std"`` always projects the side that makes this
+    hold; ``reverse_std``, ``right`` and ``left`` do so only for some shapes and ranks,
+    and fail with "The size of tensor a must match the size of tensor b" otherwise.
+    """
+    for group, name, param in low_rank_members(groups, names):
+        proj_type = group["proj_type"]
+        if proj_type == "full":
+            raise OptimArgsError(
+                f"optimizer {optimizer!r}: proj_type='full' is not implemented by apollo-torch "
+                "(its random projector raises NotImplementedError, the SVD one fails at the "
+                "second step); use proj_type='std' (the default), 'reverse_std', 'right' or "
+                "'left'"
+            )
+        if group["scale_type"] != "channel":
+            continue
+        rows, cols = param.shape
+        low_rows, low_cols = projected_shape(proj_type, rows, cols, group[RANK_KEY])
+        by_row = rows >= cols
+        entries, wanted = (low_rows, rows) if by_row else (low_cols, cols)
+        if entries not in (wanted, 1):
+            raise OptimArgsError(
+                f"optimizer {optimizer!r}: scale_type='channel' with proj_type={proj_type!r} "
+                f"fails at the first step for {name!r} ({rows}x{cols}, rank "
+                f"{group[RANK_KEY]}): the projected gradient is {low_rows}x{low_cols}, so "
+                f"the channel scaling has {entries} entries for the weight's {wanted} "
+                f"{'rows' if by_row else 'columns'}. Use proj_type='std' (it projects the "
+                "side that fits) or scale_type='tensor'."
+            )
+
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register: optimhub.Register) -> None:
+    # A layerwise name has its base's builder: the core calls it once per parameter.
+    register.builder("apollo_adamw", build_apollo)
+    register.builder("apollo_adamw_layerwise", build_apollo)
+    register.builder("apollo_mini", build_apollo)

@@ -1,0 +1,124 @@
+"""Built-in plugin: bitsandbytes' AdamW, Lion, RMSprop and AdEMAMix (8-bit, 32-bit, paged).
+
+Specs are in registry.toml. The state precision and the paging of a name are its ``fixed``
+constructor keywords (``optim_bits``, ``is_paged``), never read from the spelling of the
+name. Beyond ``Class(param_groups, **kwargs)``, the builders here do three things:
+
+- **8-bit state keeps embeddings in 32 bits**, as the HF Trainer does: bnb quantizes every
+  tensor of at least ``min_8bit_size`` (4096) elements, and an embedding's rows (most of
+  them untouched by any one batch) are where 8-bit moments hurt most. The override is
+  registered per parameter (``GlobalOptimManager.override_config``) and dropped when the
+  parameter dies; HF's ``register_module_override`` instead writes the override into
+  bnb's process-wide ``index2config`` under the embedding's (group, position) *index*, so
+  every later bnb optimizer in the process keeps whatever sits at that index in 32 bits.
+  With bare parameters (no ``nn.Module``) nothing says which tensor is an embedding, so
+  every large tensor gets 8-bit state; such builds are allowed (HF always has the model).
+- **Paged names without CUDA are built unpaged** (``is_paged=False``): the core has
+  already warned, once, in its own words. bnb's own CPU fallback covers AdamW and Lion
+  (with a second warning at the first step), but AdEMAMix's double buffer skips it and a
+  step on a tensor of 1e5+ elements fails with "cget_managed_ptr not available".
+- **AdEMAMix's three betas** are assembled HF's way: ``beta1``/``beta2`` default to the
+  training arguments' ``adam_beta1``/``adam_beta2`` (a schema default cannot be dynamic),
+  ``eps`` to ``adam_epsilon``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+import optimhub
+from optimhub.build import Builder, BuildRequest
+from optimhub.errors import OptimArgsError
+
+
+def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
+               ) -> torch.optim.Optimizer:
+    """``bitsandbytes.optim.<attribute>(groups, **kwargs)``, unpaged without CUDA, with the
+    embedding override for 8-bit state."""
+    bnb_optim = importlib.import_module("bitsandbytes.optim")
+    if kwargs.get("is_paged") and not torch.cuda.is_available():
+        kwargs = {**kwargs, "is_paged": False}
+    optimizer = getattr(bnb_optim, attribute)(request.param_groups, **kwargs)
+    if request.spec.fixed.get("optim_bits") == 8 and request.model is not None:
+        keep_embeddings_32bit(optimizer, request.model)
+    return optimizer
+
+
+def keep_embeddings_32bit(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
+    """Give every optimized ``nn.Embedding`` weight of ``model`` 32-bit state; returns the
+    names of the weights overridden.
+
+    bnb reads ``GlobalOptimManager.pid2config`` (keyed by ``id(param)``) when it creates a
+    parameter's state at the first step. The entry is removed when the parameter is
+    garbage-collected, so a later tensor that reuses the id does not inherit it.
+    """
+    manager = importlib.import_module("bitsandbytes.optim").GlobalOptimManager.get_instance()
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = []
+    for module_name, module in model.named_modules():
+        weight = getattr(module, "weight", None) if isinstance(module, nn.Embedding) else None
+        if weight is None or id(weight) not in optimized:
+            continue
+        manager.override_config(weight, "optim_bits", 32)
+        weakref.finalize(weight, manager.pid2config.pop, id(weight), None)
+        names.append(f"{module_name}.weight")
+    return names
+
+
+def bnb_builder(attribute: str) -> Builder:
+    """A builder for ``bitsandbytes.optim.<attribute>`` whose keywords are all in the
+    request already (AdamW, Lion, RMSprop: bits and paging come from the spec's ``fixed``)."""
+
+    def build(request: BuildRequest) -> torch.optim.Optimizer:
+        return _construct(attribute, request, dict(request.kwargs))
+
+    build.__qualname__ = f"bnb_builder({attribute})"
+    return build
+
+
+def build_ademamix(request: BuildRequest) -> torch.optim.Optimizer:
+    """AdEMAMix: ``betas=(beta1, beta2, beta3)`` with beta1/beta2 from the training
+    arguments unless ``optim_args`` gives them (HF's semantics)."""
+    kwargs = dict(request.kwargs)
+    adam_beta1, adam_beta2 = kwargs.pop("betas")
+    betas = (
+        float(kwargs.pop("beta1", adam_beta1)),
+        float(kwargs.pop("beta2", adam_beta2)),
+        float(kwargs.pop("beta3")),
+    )
+    if kwargs.get("t_beta3") is not None and (betas[0] == 0.0 or betas[2] == 0.0):
+        # bnb's beta3 schedule interpolates between log(beta1) and log(beta3): log(0) fails
+        # at the first step, after the optimizer was handed out.
+        raise OptimArgsError(
+            f"optimizer {request.spec.name!r}: t_beta3={kwargs['t_beta3']} schedules beta3 "
+            f"between beta1 and beta3 in log space, which needs both > 0, got "
+            f"beta1={betas[0]!r}, beta3={betas[2]!r}; set beta1/beta3 (or adam_beta1) above "
+            "0, or remove t_beta3"
+        )
+    kwargs["betas"] = betas
+    return _construct("AdEMAMix", request, kwargs)
+
+
+#: Every catalog name of the bitsandbytes section, with its bnb class (all bnb classes
+#: take the bits and the paging as keywords, as in HF's handler).
+BUILDERS: dict[str, Builder] = {
+    **dict.fromkeys(("adamw_bnb_8bit", "paged_adamw_32bit", "paged_adamw_8bit"),
+                    bnb_builder("AdamW")),
+    **dict.fromkeys(("lion_8bit", "lion_32bit", "paged_lion_32bit", "paged_lion_8bit"),
+                    bnb_builder("Lion")),
+    **dict.fromkeys(("rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit"),
+                    bnb_builder("RMSprop")),
+    **dict.fromkeys(("ademamix", "ademamix_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit"),
+                    build_ademamix),
+}
+
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register: optimhub.Register) -> None:
+    for name, builder in BUILDERS.items():
+        register.builder(name, builder)

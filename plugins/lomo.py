@@ -1,0 +1,104 @@
+"""Built-in plugin: LOMO and AdaLomo (lomo-optim), the fused-backward optimizers.
+
+Both take the *model*, not parameter groups: at construction they register a gradient
+hook on every trainable parameter, **permanently** (there is no way to remove them), and
+from then on each backward pass updates the parameters in place as their gradients
+arrive and frees the gradients. So the loop contract differs from every other optimizer
+(capability ``fused_backward``, see ``optimhub.drive``): ``optimizer.fused_backward(loss,
+lr)`` replaces ``loss.backward(); optimizer.step()`` (``step()`` raises
+NotImplementedError), ``optimizer.grad_norm(loss)`` must come first when
+``clip_grad_norm`` is set (a second backward), gradients cannot accumulate, and the model
+cannot be shared with another optimizer. The learning rate that counts is the one passed to
+``fused_backward``; ``param_groups[0]['lr']`` is only where a scheduler writes it.
+
+Where we differ from HF (docs/_parts/differences-lomo.md): HF passes only ``lr`` and drops
+``weight_decay``; we pass it. LOMO applies one decay to *every* parameter (biases and norm
+weights too): it has no param groups, so the hub's decay / no-decay split cannot apply.
+
+Refused up front, before any hook is registered:
+
+- ``param_group_rules`` (per-parameter lr / decay): LOMO has one lr and one decay;
+- float16 parameters for ``lomo``: lomo-optim then switches on a dynamic loss scaler that
+  forces ``clip_grad_norm=1.0`` and calls ``torch.distributed.get_rank()`` on overflow, and
+  ``fused_backward`` raises on the first overflowed step unless the loop skips it;
+- ``adalomo`` on parameters that are not on the CUDA device (its state is created with
+  ``.cuda()``; the core already refuses it without CUDA: capability ``cuda_only``).
+
+Neither works under DistributedDataParallel (capability ``no_ddp``): the hooks apply each
+rank's local gradient before DDP averages it, so replicas drift apart (lomo-optim only
+synchronises under DeepSpeed ZeRO-3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import optimhub
+from optimhub.build import BuildRequest
+from optimhub.errors import BackendUnavailableError, CapabilityError, OptimArgsError
+
+
+def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
+    """``lomo_optim.Lomo(model, lr, weight_decay, clip_grad_norm, clip_grad_value)``."""
+    model = _model(request)
+    _refuse_group_rules(request)
+    _refuse_float16(request.spec.name, model)
+    from lomo_optim import Lomo
+
+    return Lomo(model, weight_decay=request.weight_decay, **request.kwargs)
+
+
+def build_adalomo(request: BuildRequest) -> torch.optim.Optimizer:
+    """``lomo_optim.AdaLomo(model, lr, weight_decay, ...)``: its state lives on CUDA."""
+    model = _model(request)
+    _refuse_group_rules(request)
+    _require_cuda_parameters(request.spec.name, model)
+    from lomo_optim import AdaLomo
+
+    return AdaLomo(model, weight_decay=request.weight_decay, **request.kwargs)
+
+
+def _model(request: BuildRequest) -> nn.Module:
+    if request.model is None:  # the core refuses this first (needs_model); kept for typing
+        raise CapabilityError(f"optimizer {request.spec.name!r} needs the model itself")
+    return request.model
+
+
+def _refuse_group_rules(request: BuildRequest) -> None:
+    """LOMO updates every parameter with one lr and one decay: rules could not apply."""
+    if request.arguments.param_group_rules:
+        raise OptimArgsError(
+            f"optimizer {request.spec.name!r} applies one learning rate and one weight decay "
+            "to every parameter (it takes the model, not param groups), so param_group_rules "
+            f"cannot apply (got {list(request.arguments.param_group_rules)!r}); remove them or "
+            "choose an optimizer that takes param groups"
+        )
+
+
+def _refuse_float16(name: str, model: nn.Module) -> None:
+    half = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float16]
+    if half:
+        raise BackendUnavailableError(
+            f"optimizer {name!r} cannot train float16 parameters ({half[0]!r} and "
+            f"{len(half) - 1} more): lomo-optim then scales the loss dynamically, forces "
+            "clip_grad_norm=1.0 and needs torch.distributed plus a loop that skips overflowed "
+            "steps, which fused_backward does not do. Train in bfloat16 or float32 (with "
+            "autocast for speed)."
+        )
+
+
+def _require_cuda_parameters(name: str, model: nn.Module) -> None:
+    elsewhere = [n for n, p in model.named_parameters() if p.device.type != "cuda"]
+    if elsewhere:
+        raise BackendUnavailableError(
+            f"optimizer {name!r} keeps its state on the current CUDA device (lomo-optim calls "
+            f".cuda()), but {elsewhere[0]!r} and {len(elsewhere) - 1} more parameters are not "
+            "on CUDA; move the model first: model.cuda()"
+        )
+
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register: optimhub.Register) -> None:
+    register.builder("lomo", build_lomo)
+    register.builder("adalomo", build_adalomo)

@@ -1,0 +1,17 @@
+"""Built-in plugin: ``adamw_torch_npu_fused``, torch_npu's NpuFusedAdamW (Huawei Ascend).
+
+torch_npu needs an Ascend NPU host with the CANN toolkit, so on most machines the core
+answers with ``MissingBackendError`` and the install line of registry.toml's
+``[backends.torch_npu]``; HF answers with a ValueError that gives none. Like HF, the
+builder passes lr, the Adam betas and epsilon; weight decay comes per group.
+"""
+
+from __future__ import annotations
+
+import optimhub
+from optimhub.build import class_builder
+
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register: optimhub.Register) -> None:
+    register.builder("adamw_torch_npu_fused", class_builder("torch_npu.optim", "NpuFusedAdamW"))

@@ -1,0 +1,60 @@
+"""Built-in plugin: torchao's low-bit AdamW (``torchao.optim.AdamW4bit`` / ``AdamW8bit``).
+
+Specs are in registry.toml. ``block_size`` is typed there (HF passes a user's value on as
+a str, which fails at the first step on any tensor of 4096+ elements) and defaults to 256
+for both names, as in HF (torchao's own 4-bit default is 128).
+
+Quirks the user should know (also in docs/_parts/differences-torchao.md):
+
+- Each step runs ``torch.compile(single_param_adam)``: the first step compiles once per
+  new parameter shape/dtype (seconds on CPU, and it needs a C++ compiler there).
+- ``group["lr"]`` is a 0-d tensor: LR schedulers work, but assigning a float to it makes
+  the next step fail; change it in place with ``group["lr"].fill_(new_lr)``.
+- Only tensors of 4096+ elements whose size is a multiple of ``block_size`` get low-bit
+  state; the others keep full-precision state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import torch
+
+import optimhub
+from optimhub.build import Builder, BuildRequest
+from optimhub.errors import OptimHubWarning
+
+
+def torchao_builder(attribute: str) -> Builder:
+    """A builder for ``torchao.optim.<attribute>`` (imported when it runs)."""
+
+    def build(request: BuildRequest) -> torch.optim.Optimizer:
+        _warn_if_rounding_has_no_effect(request)
+        cls = getattr(importlib.import_module("torchao.optim"), attribute)
+        return cls(request.param_groups, **request.kwargs)
+
+    build.__qualname__ = f"torchao_builder({attribute})"
+    return build
+
+
+def _warn_if_rounding_has_no_effect(request: BuildRequest) -> None:
+    """torchao applies ``bf16_stochastic_round`` to bfloat16 parameters only, silently."""
+    if not request.options.get("bf16_stochastic_round"):
+        return
+    params = [p for group in request.param_groups for p in group["params"]]
+    if params and not any(p.dtype == torch.bfloat16 for p in params):
+        dtypes = ", ".join(sorted({str(p.dtype).removeprefix("torch.") for p in params}))
+        warnings.warn(
+            f"optimhub: {request.spec.name!r}: bf16_stochastic_round=true acts only on "
+            f"bfloat16 parameters, and none of these is ({dtypes}); it has no effect "
+            "unless the model is cast to bfloat16",
+            OptimHubWarning,
+            stacklevel=4,
+        )
+
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register: optimhub.Register) -> None:
+    register.builder("adamw_torch_4bit", torchao_builder("AdamW4bit"))
+    register.builder("adamw_torch_8bit", torchao_builder("AdamW8bit"))
