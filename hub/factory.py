@@ -45,7 +45,7 @@ from .registration import RegisteredOptimizer
 from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
-__all__ = ["create_optimizer", "spec_of", "spec_or_none"]
+__all__ = ["check_layerwise_allowed", "create_optimizer", "spec_of", "spec_or_none"]
 
 _SPECS: weakref.WeakKeyDictionary[Any, OptimizerSpec] = weakref.WeakKeyDictionary()
 
@@ -202,18 +202,23 @@ def _check_capabilities(
         )
 
 
-def _check_layerwise_and_ddp(
-    spec: OptimizerSpec, source: _ParameterSource, settings: OptimizerArguments
-) -> None:
-    layerwise = spec.has(Capability.LAYERWISE) or settings.layerwise
+def check_layerwise_allowed(spec: OptimizerSpec, layerwise: bool) -> None:
+    """``layerwise=True`` only for specs that allow it (before anything is built)."""
     can_layerwise = spec.has(Capability.LAYERWISE_CAPABLE) or spec.has(Capability.LAYERWISE)
-    if settings.layerwise and not can_layerwise:
+    if layerwise and not can_layerwise:
         capable = ", ".join(s.name for s in _specs_with(Capability.LAYERWISE_CAPABLE)[:6])
         raise CapabilityError(
             f"optimizer {spec.name!r} cannot run layerwise (its spec lacks "
             f"'{Capability.LAYERWISE_CAPABLE.value}'); drop layerwise=True or use one of: "
             f"{capable}"
         )
+
+
+def _check_layerwise_and_ddp(
+    spec: OptimizerSpec, source: _ParameterSource, settings: OptimizerArguments
+) -> None:
+    layerwise = spec.has(Capability.LAYERWISE) or settings.layerwise
+    check_layerwise_allowed(spec, settings.layerwise)
     ddp = isinstance(source.module, torch.nn.parallel.DistributedDataParallel)
     if ddp and (layerwise or spec.has(Capability.NO_DDP)):
         raise CapabilityError(
@@ -238,7 +243,14 @@ def _param_groups(
     if source.user_groups is not None:
         names = [[n for n, _ in source.named if n.startswith(f"group{i}.")]
                  for i in range(len(source.user_groups))]
-        return ParamGroups(groups=source.user_groups, names=names)
+        # A group without its own weight_decay gets the user's, never the backend's default
+        # (1e-2 for AdamW-style backends, which nobody asked for).
+        decay = settings.weight_decay if spec.has_hyperparameter("weight_decay") else None
+        groups = [
+            group if decay is None else {"weight_decay": decay, **group}
+            for group in source.user_groups
+        ]
+        return ParamGroups(groups=groups, names=names)
     target_names: tuple[str, ...] = ()
     target_options: dict[str, Any] = {}
     if spec.has(Capability.TARGET_MODULES):

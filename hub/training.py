@@ -38,11 +38,11 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError
-from .factory import spec_or_none
+from .factory import check_layerwise_allowed, spec_or_none
 from .layerwise import LayerwiseOptimizer
-from .spec import Capability
+from .spec import Capability, OptimizerSpec
 
-__all__ = ["TrainingDriver", "drive"]
+__all__ = ["TrainingDriver", "check_loop_contract", "drive"]
 
 
 def drive(
@@ -85,41 +85,29 @@ class TrainingDriver:
         self.fused = self._has(Capability.FUSED_BACKWARD)
         self.schedule_free = self._has(Capability.SCHEDULE_FREE)
         self._micro_steps = 0
+        self._training_mode = False
         self._check_contracts()
-        if self.schedule_free:
-            self.optimizer.train()
+        self._set_mode(training=True)
 
     # ---- contracts -------------------------------------------------------------------
     def _has(self, capability: Capability) -> bool:
         return self.spec is not None and self.spec.has(capability)
 
     def _check_contracts(self) -> None:
-        in_backward = "fused backward" if self.fused else "layerwise" if self.layerwise else None
-        name = self.spec.name if self.spec else type(self.optimizer).__name__
-        if in_backward and self.accumulation > 1:
-            raise CapabilityError(
-                f"optimizer {name!r} updates parameters inside backward ({in_backward}), so "
-                f"gradients cannot accumulate over {self.accumulation} steps; use "
-                "gradient_accumulation_steps=1 (and a larger batch), or a non-fused optimizer"
-            )
-        if in_backward and self.max_grad_norm is not None:
-            fix = ("set clip_grad_norm in its optim_args (the backend clips during its fused "
-                   "backward)" if self.fused else "leave max_grad_norm unset")
-            raise CapabilityError(
-                f"optimizer {name!r} updates parameters inside backward ({in_backward}), so "
-                f"the loop cannot clip gradients to max_grad_norm={self.max_grad_norm}; {fix}"
-            )
-        if self._has(Capability.CLOSURE_REQUIRED) and self.closure is None:
-            raise CapabilityError(
-                f"optimizer {name!r} needs step(closure): pass closure= (a function that "
-                "recomputes and returns the loss, calling backward) to the driver"
+        if self.spec is not None:
+            check_loop_contract(
+                self.spec, layerwise=self.layerwise, max_grad_norm=self.max_grad_norm,
+                gradient_accumulation_steps=self.accumulation, has_closure=self.closure is not None,
             )
 
     # ---- the loop --------------------------------------------------------------------
     @property
-    def lr(self) -> float:
-        """The learning rate the next update will use (the scheduler's current value)."""
+    def lr(self) -> float | None:
+        """The learning rate the next update will use (the scheduler's current value);
+        None where the optimizer computes its own step size (Adafactor's relative step)."""
         value = self.optimizer.param_groups[0]["lr"]
+        if value is None:
+            return None
         return float(value.item() if isinstance(value, torch.Tensor) else value)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -166,22 +154,67 @@ class TrainingDriver:
     # ---- evaluation and saving -------------------------------------------------------
     @contextmanager
     def evaluating(self) -> Iterator[None]:
-        """Inside: the weights to evaluate (schedule-free: the averaged x sequence)."""
-        if self.schedule_free:
-            self.optimizer.eval()
+        """Inside: the weights to evaluate (schedule-free: the averaged x sequence).
+
+        On exit the optimizer returns to the mode it was in (training, or the final eval
+        weights after ``finish()``), so nesting and saving after training are safe.
+        """
+        was_training = self._training_mode
+        self._set_mode(training=False)
         try:
             yield
         finally:
-            if self.schedule_free:
-                self.optimizer.train()
+            self._set_mode(training=was_training)
 
     #: Saving needs the same weights as evaluation: what the averaged iterate says.
     saving = evaluating
 
     def finish(self) -> None:
         """Leave the model in its final weights (schedule-free: eval weights) for good."""
-        if self.schedule_free:
-            self.optimizer.eval()
+        self._set_mode(training=False)
+
+    def _set_mode(self, *, training: bool) -> None:
+        if self.schedule_free and training != self._training_mode:
+            (self.optimizer.train if training else self.optimizer.eval)()
+        self._training_mode = training
+
+
+def check_loop_contract(
+    spec: OptimizerSpec,
+    *,
+    layerwise: bool = False,
+    max_grad_norm: float | None = None,
+    gradient_accumulation_steps: int = 1,
+    has_closure: bool = False,
+) -> None:
+    """Refuse a loop this optimizer cannot honour, from its spec alone.
+
+    Callable before the optimizer exists (the Trainer integration does so: building LOMO
+    hooks the model for good), and used by every :class:`TrainingDriver`.
+    """
+    check_layerwise_allowed(spec, layerwise)
+    fused = spec.has(Capability.FUSED_BACKWARD)
+    in_backward = ("fused backward" if fused
+                   else "layerwise" if layerwise or spec.has(Capability.LAYERWISE) else None)
+    where = f"optimizer {spec.name!r} updates parameters inside backward ({in_backward}), so"
+    if in_backward and gradient_accumulation_steps > 1:
+        raise CapabilityError(
+            f"{where} gradients cannot accumulate over {gradient_accumulation_steps} steps; "
+            "use gradient_accumulation_steps=1 (and a larger batch), or a non-fused optimizer"
+        )
+    if in_backward and max_grad_norm:
+        clip = ("; to clip, give the backend its own threshold, e.g. "
+                "optim_args='clip_grad_norm=1.0' (it clips during its fused backward)"
+                if "clip_grad_norm" in spec.args else "")
+        raise CapabilityError(
+            f"{where} the loop cannot clip gradients to max_grad_norm={max_grad_norm} (HF's "
+            f"TrainingArguments default is 1.0): set max_grad_norm=0 (or None){clip}"
+        )
+    if spec.has(Capability.CLOSURE_REQUIRED) and not has_closure:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} needs step(closure): pass closure= (a function that "
+            "recomputes and returns the loss, calling backward) to the driver"
+        )
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

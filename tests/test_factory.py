@@ -175,8 +175,11 @@ def test_user_param_groups_are_kept():
     head = [model.lm_head.weight]
     rest = [p for n, p in model.named_parameters() if n != "lm_head.weight"]
     optimizer = optimhub.create_optimizer(
-        "adamw_torch", [{"params": rest}, {"params": head, "lr": 1e-2}], lr=1e-3)
+        "adamw_torch", [{"params": rest}, {"params": head, "lr": 1e-2, "weight_decay": 0.5}],
+        lr=1e-3, weight_decay=0.1)
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-2]
+    # The user's weight_decay fills groups that lack one (not AdamW's default 1e-2).
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.5]
     assert optimizer.param_groups[1]["params"] == head
 
 

@@ -1,0 +1,346 @@
+"""OptimHubTrainer: real ``trainer.train()`` runs of a tiny Llama, one per loop contract.
+
+Each run is 20 optimizer steps of a 2-layer, 32-wide LlamaForCausalLM (built from a config,
+nothing downloaded) on arithmetic token sequences, which it learns quickly; the test checks
+that the loss goes down and that the contract of the optimizer's capabilities was kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+from conftest import sign_sgd_plugin
+from safetensors.torch import load_file
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
+
+from optimhub import spec_of
+from optimhub.errors import CapabilityError, UnknownOptimizerError
+from optimhub.integrations.transformers import OptimHubTrainer
+from optimhub.layerwise import LayerwiseOptimizer
+
+STEPS = 20
+VOCAB = 64
+TARGETS = [r".*attn.*", r".*mlp.*"]
+
+
+def needs(module: str) -> pytest.MarkDecorator:
+    """Skip where a backend is not installed (found without importing it)."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} is not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls: one thread is several times faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config)
+
+
+def sequences(count: int = 8 * STEPS, length: int = 12) -> list[dict[str, list[int]]]:
+    """Arithmetic sequences mod VOCAB: the next token is the previous one plus a stride."""
+    generator = torch.Generator().manual_seed(0)
+    data = []
+    for _ in range(count):
+        start = int(torch.randint(0, VOCAB, (1,), generator=generator))
+        stride = int(torch.randint(1, 4, (1,), generator=generator))
+        tokens = [(start + i * stride) % VOCAB for i in range(length)]
+        data.append({"input_ids": tokens, "labels": tokens})
+    return data
+
+
+def training_args(tmp_path: Path, **overrides: Any) -> TrainingArguments:
+    settings: dict[str, Any] = dict(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], logging_steps=1, max_steps=STEPS,
+        per_device_train_batch_size=8, learning_rate=1e-2, save_strategy="no",
+        disable_tqdm=True, seed=0,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def make_trainer(tmp_path: Path, *, args: dict[str, Any] | None = None,
+                 **trainer_kwargs: Any) -> OptimHubTrainer:
+    trainer = OptimHubTrainer(model=tiny_llama(), args=training_args(tmp_path, **(args or {})),
+                              train_dataset=sequences(), **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm=True prints every log line
+    return trainer
+
+
+def logged(trainer: OptimHubTrainer, key: str) -> list[float]:
+    return [entry[key] for entry in trainer.state.log_history if key in entry and "loss" in entry]
+
+
+def assert_learns(trainer: OptimHubTrainer) -> list[float]:
+    losses = logged(trainer, "loss")
+    assert len(losses) == STEPS, losses
+    assert all(math.isfinite(x) for x in losses), losses
+    early, late = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert late < 0.8 * early, f"loss did not go down: {early:.3f} -> {late:.3f} ({losses})"
+    return losses
+
+
+def backend(trainer: OptimHubTrainer) -> torch.optim.Optimizer:
+    """The optimizer optimhub built, inside accelerate's wrapper."""
+    return trainer.optimizer.optimizer
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[n] - b[n]).abs().max().item() for n in a)
+
+
+class StepRecorder(TrainerCallback):
+    """Counts the training steps the loop began."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.steps += 1
+
+
+# ------------------------------------------------------------------- plain and low-rank
+def test_adamw_torch_with_hf_warmup_ratio_and_linear_schedule(tmp_path):
+    trainer = make_trainer(tmp_path, args={"warmup_steps": 0.1}, optim="adamw_torch")
+    trainer.train()
+    assert_learns(trainer)
+    assert spec_of(backend(trainer)).name == "adamw_torch"
+    # HF's warmup count (ceil(20 * 0.1) = 2) and linear formula, logged before each step.
+    expected = [1e-2 * (s / 2 if s < 2 else (STEPS - s) / (STEPS - 2)) for s in range(STEPS)]
+    assert logged(trainer, "learning_rate") == pytest.approx(expected, abs=1e-12)
+    assert all(n > 0 for n in logged(trainer, "grad_norm"))
+
+
+@needs("apollo_torch")
+def test_apollo_adamw_with_optim_args_and_targets_from_the_training_arguments(tmp_path):
+    trainer = make_trainer(tmp_path, optim="apollo_adamw",
+                           args={"optim_args": "rank=4,update_proj_gap=10",
+                                 "optim_target_modules": TARGETS})
+    trainer.train()
+    assert_learns(trainer)
+    assert {g.get("rank") for g in backend(trainer).param_groups} == {None, 4}
+
+
+@needs("apollo_torch")
+def test_apollo_mini_with_targets_given_to_the_trainer(tmp_path):
+    trainer = make_trainer(tmp_path, optim="apollo_mini", optim_target_modules=TARGETS)
+    trainer.train()
+    assert_learns(trainer)
+    low_rank = [g for g in backend(trainer).param_groups if "rank" in g]
+    assert low_rank and all(g["rank"] == 1 and g["scale_type"] == "tensor" for g in low_rank)
+
+
+def test_a_third_party_plugin_name_that_training_arguments_reject(
+    tmp_path, plugin_factory, use_host
+):
+    plugin_factory.add("signsgd", sign_sgd_plugin("sign_descent"))
+    use_host(plugin_factory.host())
+    with pytest.raises(ValueError, match="sign_descent"):
+        TrainingArguments(output_dir=str(tmp_path), optim="sign_descent")
+    trainer = make_trainer(tmp_path, args={"learning_rate": 1e-2, "weight_decay": 0.01},
+                           optim="sign_descent")
+    trainer.train()
+    assert_learns(trainer)
+    assert type(backend(trainer)).__name__ == "SignSGD"
+    assert [g["weight_decay"] for g in backend(trainer).param_groups] == [0.01, 0.0]
+
+
+def test_the_name_defaults_to_args_optim_and_an_unknown_one_fails_at_construction(tmp_path):
+    assert make_trainer(tmp_path, args={"optim": "adamw_torch"}).optim == "adamw_torch"
+    with pytest.raises(UnknownOptimizerError, match="apollo_mini"):
+        make_trainer(tmp_path, optim="apollo_mimi")
+
+
+# -------------------------------------------------------------------------- schedule-free
+@needs("schedulefree")
+def test_schedule_free_checkpoints_and_final_model_hold_the_eval_weights(tmp_path):
+    trainer = make_trainer(
+        tmp_path, optim="schedule_free_adamw",
+        args={"lr_scheduler_type": "constant", "warmup_steps": 0.1, "save_strategy": "steps",
+              "save_steps": 10, "save_only_model": False},
+    )
+    trainer.train()
+    assert_learns(trainer)
+    optimizer = backend(trainer)
+    assert optimizer.param_groups[0]["warmup_steps"] == 2  # the ratio, resolved with max_steps
+    assert set(logged(trainer, "learning_rate")) == {1e-2}
+    final = weights(trainer.model)  # after train(): the eval (averaged) weights
+    checkpoint = load_file(str(tmp_path / f"checkpoint-{STEPS}" / "model.safetensors"))
+    assert max_difference(final, checkpoint) < 1e-6
+    optimizer.eval()  # idempotent: the model already holds them
+    assert max_difference(weights(trainer.model), final) == 0.0
+    optimizer.train()
+    training_weights = weights(trainer.model)
+    assert max_difference(training_weights, checkpoint) > 1e-4, "checkpoint holds train-mode y"
+    optimizer.eval()
+    trainer.save_model(str(tmp_path / "final"))
+    saved = load_file(str(tmp_path / "final" / "model.safetensors"))
+    assert max_difference(saved, final) < 1e-6
+    assert max_difference(weights(trainer.model), final) < 1e-6  # still eval after saving
+    # The optimizer state of the checkpoint was saved in eval mode too, like its weights, so
+    # resuming from the middle checkpoint ends exactly where the uninterrupted run did.
+    state = torch.load(tmp_path / f"checkpoint-{STEPS}" / "optimizer.pt", weights_only=True)
+    assert state["param_groups"][0]["train_mode"] is False
+    resumed = make_trainer(tmp_path, optim="schedule_free_adamw",
+                           args={"lr_scheduler_type": "constant", "warmup_steps": 0.1})
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    assert max_difference(weights(resumed.model), final) < 1e-6
+
+
+# --------------------------------------------------------------------- in-backward modes
+@needs("lomo_optim")
+def test_lomo_fused_backward_with_the_backends_own_clipping(tmp_path):
+    trainer = make_trainer(tmp_path, optim="lomo", optim_args="clip_grad_norm=1.0",
+                           args={"max_grad_norm": 0, "learning_rate": 0.3,
+                                 "lr_scheduler_type": "cosine"})
+    trainer.train()
+    assert_learns(trainer)
+    lomo = backend(trainer)
+    assert type(lomo).__name__ == "Lomo" and lomo.clip_grad_norm == 1.0
+    with pytest.raises(NotImplementedError):
+        lomo.step()  # the backend's own step: the Trainer never called it
+    rates = logged(trainer, "learning_rate")
+    assert rates[0] == 0.3 and rates[-1] < 0.01
+    assert lomo.lr == rates[-1]  # fused_backward got the scheduler's lr of that step
+    assert logged(trainer, "grad_norm") == []  # nothing left to measure after backward
+
+
+FUSED_SGD_PLUGIN = '''
+import torch
+import optimhub
+
+class FusedSGD(torch.optim.Optimizer):
+    """SGD applied inside backward: fused_backward(loss, lr) replaces backward + step."""
+
+    def __init__(self, model, lr=1e-3):
+        super().__init__(model.parameters(), dict(lr=lr))
+        self.lrs = []
+
+    def fused_backward(self, loss, lr):
+        self.lrs.append(lr)
+        loss.backward()
+        with torch.no_grad():
+            for p in self.param_groups[0]["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-lr)
+                    p.grad = None
+
+    def step(self, closure=None):
+        raise NotImplementedError("fused backward: call fused_backward(loss, lr)")
+
+@optimhub.hookimpl
+def optimhub_register_optimizers(register):
+    register.optimizer(
+        {"name": "fused_sgd", "summary": "SGD fused into backward",
+         "distribution": "optimhub-test-fused", "import_name": "torch",
+         "capabilities": ["fused_backward", "needs_model"], "hyperparameters": ["lr"]},
+        lambda request: FusedSGD(request.model, **request.kwargs),
+    )
+'''
+
+
+def test_fused_backward_is_driven_by_capability_not_by_name(tmp_path, plugin_factory,
+                                                            use_host):
+    """accelerate and HF know LOMO by its class and name; a plugin's fused optimizer gets
+    the same loop here: its fused_backward with the scheduled lr, and no step()."""
+    plugin_factory.add("fusedsgd", FUSED_SGD_PLUGIN)
+    use_host(plugin_factory.host())
+    trainer = make_trainer(tmp_path, optim="fused_sgd", args={"max_grad_norm": 0,
+                                                              "learning_rate": 0.5})
+    trainer.train()
+    assert_learns(trainer)
+    assert backend(trainer).lrs == pytest.approx(logged(trainer, "learning_rate"))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [pytest.param("galore_adamw_layerwise",
+                  {"optim_target_modules": TARGETS, "optim_args": "rank=4"},
+                  marks=needs("galore_torch")),
+     ("adamw_torch", {"layerwise": True})],
+)
+def test_layerwise_steps_in_backward_with_the_real_lr_and_no_dummies(tmp_path, name, kwargs):
+    trainer = make_trainer(tmp_path, optim=name, args={"max_grad_norm": 0}, **kwargs)
+    trainer.train()
+    assert_learns(trainer)
+    optimizer = backend(trainer)
+    assert isinstance(optimizer, LayerwiseOptimizer)
+    assert not isinstance(optimizer, LayerWiseDummyOptimizer)
+    assert "Dummy" not in type(trainer.lr_scheduler).__name__
+    expected = [1e-2 * (STEPS - s) / STEPS for s in range(STEPS)]  # HF's linear, no warmup
+    assert logged(trainer, "learning_rate") == pytest.approx(expected, abs=1e-12)
+    # The last backward stepped every inner optimizer with the last scheduled lr.
+    inner_lrs = [g["lr"] for inner in optimizer.inner.values() for g in inner.param_groups]
+    assert inner_lrs == pytest.approx([expected[-1]] * len(inner_lrs), abs=1e-12)
+    assert logged(trainer, "grad_norm") == []
+    # train() removed the hooks: a backward afterwards does not touch the weights.
+    assert optimizer.closed
+    before = weights(trainer.model)
+    batch = torch.tensor([sequences(1)[0]["input_ids"]])
+    trainer.model(input_ids=batch, labels=batch).loss.backward()
+    assert max_difference(before, weights(trainer.model)) == 0.0
+
+
+# ---------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs", "match"),
+    [
+        ("schedule_free_adamw", {}, {}, r"lr_scheduler_type='constant'"),
+        ("lomo", {"max_grad_norm": 1.0}, {},
+         r"max_grad_norm=0 .or None.*clip_grad_norm=1\.0"),
+        ("galore_adamw_layerwise", {"max_grad_norm": 0, "gradient_accumulation_steps": 2},
+         {"optim_target_modules": TARGETS}, r"gradient_accumulation_steps=1"),
+        ("adamw_torch", {"max_grad_norm": 1.0}, {"layerwise": True},
+         r"layerwise.*max_grad_norm=0"),
+        ("schedule_free_adamw", {"lr_scheduler_type": "constant"}, {"layerwise": True},
+         r"cannot run layerwise"),
+    ],
+    ids=["schedule_free+linear", "lomo+max_grad_norm", "layerwise+accumulation",
+         "layerwise+max_grad_norm", "layerwise+incapable"],
+)
+def test_contract_violations_are_refused_before_the_first_step(tmp_path, name, args, kwargs,
+                                                                match):
+    recorder = StepRecorder()
+    trainer = make_trainer(tmp_path, optim=name, args=args, callbacks=[recorder], **kwargs)
+    before = weights(trainer.model)
+    with pytest.raises(CapabilityError, match=match):
+        trainer.train()
+    assert recorder.steps == 0 and trainer.state.global_step == 0
+    assert trainer.optimizer is None  # nothing was built (LOMO would hook the model for good)
+    assert max_difference(before, weights(trainer.model)) == 0.0
+
+
+def test_a_ready_made_optimizer_is_refused(tmp_path):
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="optimizers="):
+        OptimHubTrainer(model=model, args=training_args(tmp_path),
+                        optimizers=(torch.optim.SGD(model.parameters(), lr=0.1), None))
