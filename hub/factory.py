@@ -119,9 +119,16 @@ class _ParameterSource:
     module: nn.Module | None
     named: list[tuple[str, Any]]
     user_groups: list[dict[str, Any]] | None = None
+    wrapper: nn.Module | None = None
 
     @classmethod
     def from_user(cls, model: Any) -> _ParameterSource:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            # Name parameters as the model itself does ("lm_head.weight", not
+            # "module.lm_head.weight"), so rules and target patterns written for the model
+            # work; the wrapper is kept for the DDP capability checks.
+            inner = model.module
+            return cls(inner, list(inner.named_parameters()), wrapper=model)
         if isinstance(model, nn.Module):
             return cls(model, list(model.named_parameters()))
         if isinstance(model, (torch.Tensor, str, bytes, Mapping)) or not isinstance(
@@ -219,7 +226,7 @@ def _check_layerwise_and_ddp(
 ) -> None:
     layerwise = spec.has(Capability.LAYERWISE) or settings.layerwise
     check_layerwise_allowed(spec, settings.layerwise)
-    ddp = isinstance(source.module, torch.nn.parallel.DistributedDataParallel)
+    ddp = source.wrapper is not None
     if ddp and (layerwise or spec.has(Capability.NO_DDP)):
         raise CapabilityError(
             f"optimizer {spec.name!r} cannot run under DistributedDataParallel"
