@@ -173,7 +173,8 @@ def _validate(args: OptimizerArguments) -> None:
     _number("weight_decay", args.weight_decay, low=0.0)
     _number("adam_beta1", args.adam_beta1, low=0.0, high=1.0)
     _number("adam_beta2", args.adam_beta2, low=0.0, high=1.0)
-    _number("adam_epsilon", args.adam_epsilon, low=0.0)
+    # eps = 0 turns every gradient entry that is exactly 0 into 0/0 = NaN in Adam.
+    _number("adam_epsilon", args.adam_epsilon, low=0.0, low_open=True)
     _number("warmup_steps", args.warmup_steps, low=0.0)
     if not isinstance(args.layerwise, bool):
         raise OptimArgsTypeError(f"layerwise must be True or False, got {args.layerwise!r}")

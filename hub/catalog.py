@@ -23,13 +23,16 @@ Layout of the file::
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .errors import CatalogError, OptimArgsError, closest
+from .errors import CatalogError, CatalogTypeError, OptimArgsError, closest
 from .spec import ARG_TYPES, HYPERPARAMETERS, ArgSpec, Capability, OptimizerSpec
 
 if sys.version_info >= (3, 11):
@@ -40,6 +43,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
 __all__ = ["check_spec", "load_catalog", "parse_catalog", "spec_from_mapping"]
 
 SCHEMA_VERSION = 1
+_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CATALOG_RESOURCE = "registry.toml"
 
 # field -> (accepted Python types, required?)
@@ -96,6 +100,11 @@ def load_catalog() -> dict[str, OptimizerSpec]:
 
 def parse_catalog(text: str, *, origin: str = "<catalog>") -> dict[str, OptimizerSpec]:
     """Parse and validate catalog text; every error names ``origin`` and the entry."""
+    if not isinstance(text, str):
+        raise CatalogTypeError(
+            f"{origin}: catalog text must be a str (decode bytes first), got "
+            f"{type(text).__name__}"
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -173,6 +182,8 @@ def check_spec(spec: OptimizerSpec, *, where: str) -> None:
     for key, arg in spec.args.items():
         if key != arg.name:
             raise CatalogError(f"{where}: args key {key!r} holds the option named {arg.name!r}")
+        _option_name(key, where=f"{where}.args")
+        _check_arg_consistency(spec.name, arg, where=f"{where}.args.{key}")
         if arg.has_default:
             _typed_default(spec.name, arg, arg.default, where=f"{where}.args.{key}")
 
@@ -206,13 +217,46 @@ def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> Ar
     if "choices" in fields:
         fields["choices"] = tuple(fields["choices"])
     try:
-        arg = ArgSpec(name=_identifier(key, where=where), **fields)
+        arg = ArgSpec(name=_option_name(key, where=where), **fields)
     except (TypeError, ValueError) as exc:
         raise CatalogError(f"{where}: {exc}") from exc
+    _check_arg_consistency(optimizer, arg, where=where)
     if "default" not in value:
         return arg
     return ArgSpec(**{**arg.__dict__, "default": _typed_default(optimizer, arg, value["default"],
                                                                where=where)})
+
+
+def _option_name(key: Any, *, where: str) -> str:
+    """An option must be writable in optim_args text, whose keys are ASCII identifiers."""
+    if not isinstance(key, str) or not _OPTION_NAME.fullmatch(key):
+        raise CatalogError(
+            f"{where}: option name {key!r} cannot be written in optim_args; use ASCII "
+            "letters, digits and _ (not starting with a digit)"
+        )
+    return key
+
+
+def _check_arg_consistency(optimizer: str, arg: ArgSpec, *, where: str) -> None:
+    """Bounds and choices that would make the option refuse (or accept) everything."""
+    bounds = {k: getattr(arg, k) for k in
+              ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum")}
+    for key, bound in bounds.items():
+        if bound is not None and not math.isfinite(bound):
+            raise CatalogError(f"{where}: {key} = {bound!r} is not a finite number")
+    low = [b for b in (bounds["minimum"], bounds["exclusive_minimum"]) if b is not None]
+    high = [b for b in (bounds["maximum"], bounds["exclusive_maximum"]) if b is not None]
+    if low and high and max(low) > min(high):
+        raise CatalogError(
+            f"{where}: the minimum ({max(low)!r}) is above the maximum ({min(high)!r}), so no "
+            "value is allowed"
+        )
+    if arg.choices is not None:
+        if not arg.choices:
+            raise CatalogError(f"{where}: choices is empty, so no value is allowed")
+        for choice in arg.choices:
+            _typed_default(optimizer, dataclasses.replace(arg, choices=None), choice,
+                           where=f"{where}: choices")
 
 
 def _typed_default(optimizer: str, arg: ArgSpec, default: Any, *, where: str) -> Any:

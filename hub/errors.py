@@ -17,6 +17,7 @@ __all__ = [
     "BuildError",
     "CapabilityError",
     "CatalogError",
+    "CatalogTypeError",
     "CheckpointError",
     "MissingBackendError",
     "OptimArgsError",
@@ -28,6 +29,7 @@ __all__ = [
     "TargetModulesTypeError",
     "UnknownOptimizerError",
     "closest",
+    "shorten",
 ]
 
 
@@ -44,10 +46,10 @@ class UnknownOptimizerError(OptimHubError, ValueError):
 
     def __init__(self, name: str, known: Iterable[str], note: str = "") -> None:
         self.name = name
-        self.suggestions = closest(name, known)
+        self.suggestions = closest(name, known) if len(name) <= 200 else []
         hint = f" Did you mean {_quoted(self.suggestions)}?" if self.suggestions else ""
         super().__init__(
-            f"Unknown optimizer {name!r}.{hint} Run `optimhub list` to see every name "
+            f"Unknown optimizer {shorten(repr(name))}.{hint} Run `optimhub list` to see every name "
             f"(and `optimhub plugins` to see which plugins loaded).{note}"
         )
 
@@ -94,6 +96,15 @@ class CheckpointError(OptimHubError, ValueError):
 
 class CatalogError(OptimHubError, ValueError):
     """An optimizer spec (from registry.toml or a plugin) is malformed."""
+
+
+class CatalogTypeError(CatalogError, TypeError):
+    """Catalog input of the wrong Python type (bytes or None where TOML text belongs)."""
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """A user value as shown in a message: long input is cut, so errors stay readable."""
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -10,6 +10,7 @@ object: the hub adds nothing to the step path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import weakref
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from torch import nn
 from .arguments import OptimizerArguments, resolve_arguments
 from .backends import ensure_usable, import_backend, is_installed
 from .build import BuildRequest
+from .checkpoint import install_identity
 from .errors import (
     BuildError,
     CapabilityError,
@@ -31,6 +33,7 @@ from .errors import (
     OptimHubError,
     TargetModulesError,
 )
+from .layerwise import OWNED_PARAMETERS as _LAYERWISE_OWNED
 from .layerwise import LayerwiseOptimizer
 from .optim_args import resolve_optim_args
 from .param_groups import (
@@ -73,6 +76,7 @@ def create_optimizer(
     settings = resolve_arguments(args, overrides)
     options = resolve_optim_args(spec, settings.optim_args)
     source = _ParameterSource.from_user(model)
+    _check_parameters(spec, source, settings)
     _check_capabilities(spec, source, settings)
     ensure_usable(spec)
     groups = _param_groups(spec, source, settings, options)
@@ -91,6 +95,7 @@ def create_optimizer(
     else:
         optimizer = _build(entry, request)
     _SPECS[optimizer] = spec
+    install_identity(optimizer, spec.name, source.named)  # stamped, checked checkpoints
     return optimizer
 
 
@@ -155,14 +160,97 @@ class _ParameterSource:
     def _from_groups(cls, groups: list[Mapping[str, Any]]) -> _ParameterSource:
         named: list[tuple[str, Any]] = []
         copies: list[dict[str, Any]] = []
+        seen: dict[int, int] = {}
         for index, group in enumerate(groups):
-            if "params" not in group:
-                raise OptimArgsTypeError(f"param group {index} has no 'params' key: {group!r}")
-            params = group["params"]
-            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            params = _group_params(index, group)
+            for param in params:
+                if id(param) in seen:
+                    raise OptimArgsError(
+                        f"a parameter is in param group {seen[id(param)]} and in group "
+                        f"{index}; each parameter may belong to one group only"
+                    )
+                seen[id(param)] = index
+            _check_group_numbers(index, group)
             named.extend((f"group{index}.{j}", p) for j, p in enumerate(params))
             copies.append({**group, "params": params})
         return cls(None, named, copies)
+
+
+def _check_parameters(
+    spec: OptimizerSpec, source: _ParameterSource, settings: OptimizerArguments
+) -> None:
+    """What no backend checks, yet every backend gets wrong, refused before building."""
+    trainable = [(n, p) for n, p in source.named if p.requires_grad]
+    meta = [n for n, p in trainable if p.is_meta]
+    if meta:
+        raise OptimArgsError(
+            f"{len(meta)} trainable parameter(s) are on the meta device (no data), e.g. "
+            f"{', '.join(repr(n) for n in meta[:3])}: an optimizer built on them steps "
+            "nothing or fails inside the backend. Materialise the model first "
+            "(model.to_empty(device=...) and load or initialise its weights)."
+        )
+    owned = [n for n, p in trainable if p in _LAYERWISE_OWNED]
+    if owned:
+        raise CapabilityError(
+            f"parameters such as {owned[0]!r} are stepped inside backward by a live "
+            "layerwise optimizer: a second optimizer would step them twice, or never see a "
+            "gradient. close() the layerwise optimizer (or leave its with-block) first."
+        )
+    if spec.has_hyperparameter("eps"):
+        _check_eps_representable(settings.adam_epsilon, trainable)
+
+
+def _check_eps_representable(eps: float, trainable: list[tuple[str, Any]]) -> None:
+    """An eps that rounds to 0 in a parameter's dtype (1e-8 in float16) gives 0/0 = NaN."""
+    for name, param in trainable:
+        if param.is_floating_point() and torch.tensor(eps, dtype=param.dtype).item() == 0:
+            smallest = torch.finfo(param.dtype).tiny
+            raise OptimArgsError(
+                f"adam_epsilon={eps!r} is 0 in {param.dtype} (parameter {name!r}), so Adam "
+                f"divides 0 by 0 and the weights become NaN; use adam_epsilon >= "
+                f"{smallest:.1e} (1e-6 or more is common for {param.dtype}), or train in "
+                "bfloat16 / float32"
+            )
+
+
+def _group_params(index: int, group: Mapping[str, Any]) -> list[Any]:
+    if "params" not in group:
+        raise OptimArgsTypeError(f"param group {index} has no 'params' key: {group!r}")
+    params = group["params"]
+    if isinstance(params, torch.Tensor):
+        return [params]
+    if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
+        raise OptimArgsTypeError(
+            f"param group {index}: 'params' must be a tensor or an iterable of tensors, "
+            f"got {type(params).__name__} {params!r}"
+        )
+    params = list(params)
+    for param in params:
+        if not isinstance(param, torch.Tensor):
+            raise OptimArgsTypeError(
+                f"param group {index}: 'params' holds a {type(param).__name__} ({param!r}); "
+                "it must hold tensors (parameters)"
+            )
+    return params
+
+
+def _check_group_numbers(index: int, group: Mapping[str, Any]) -> None:
+    """The per-group hyperparameters every backend reads: finite, non-negative numbers."""
+    for key in ("lr", "weight_decay"):
+        if key not in group:
+            continue
+        value = group[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptimArgsTypeError(
+                f"param group {index}: {key} must be a number, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+            allowed = "> 0" if key == "lr" else ">= 0"
+            raise OptimArgsError(
+                f"param group {index}: {key}={value!r} is not valid; it must be a finite "
+                f"number {allowed}"
+            )
 
 
 def _is_named_pair(item: Any) -> bool:

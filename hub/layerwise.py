@@ -14,14 +14,38 @@ clipping (updates happen inside backward), ``step()`` does nothing.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
+from .checkpoint import check_state, stamp_state
 from .errors import CapabilityError, CheckpointError
 
-__all__ = ["LayerwiseOptimizer"]
+__all__ = ["OWNED_PARAMETERS", "LayerwiseOptimizer"]
+
+class _TensorSet:
+    """A weak set of tensors by identity (a WeakSet compares tensors with ``==``)."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def add(self, tensor: torch.Tensor) -> None:
+        key = id(tensor)
+        self._refs[key] = weakref.ref(tensor, lambda _ref: self._refs.pop(key, None))
+
+    def discard(self, tensor: torch.Tensor) -> None:
+        self._refs.pop(id(tensor), None)
+
+    def __contains__(self, tensor: object) -> bool:
+        ref = self._refs.get(id(tensor))
+        return ref is not None and ref() is tensor
+
+
+#: Parameters stepped inside backward by a live (not closed) LayerwiseOptimizer: another
+#: optimizer on them would step them twice, or never see a gradient.
+OWNED_PARAMETERS = _TensorSet()
 
 #: Group keys copied from the outer group into the inner optimizers before each step:
 #: what LR schedulers change.
@@ -35,6 +59,9 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     this object as on any optimizer. ``close()`` (or leaving a ``with`` block) removes the
     hooks; until then a ``loss.backward()`` updates the parameters.
     """
+
+    #: Its state_dict / load_state_dict stamp and check the state themselves (hub/checkpoint.py).
+    checks_optimhub_stamp = True
 
     def __init__(
         self,
@@ -57,6 +84,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         # Hooks only once every inner optimizer built: a failed build leaves the model as it was.
         for name, param in params.items():
             self._handles.append(param.register_post_accumulate_grad_hook(self._hook_for(name)))
+            OWNED_PARAMETERS.add(param)
 
     def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
         def step_in_backward(param: torch.Tensor) -> None:
@@ -96,11 +124,11 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
             entry = {k: v for k, v in group.items() if k != "params"}
             entry["params"] = names_by_group.get(id(group), [])
             groups.append(entry)
-        return {
+        return stamp_state(self, {
             "layerwise": True,
             "param_groups": groups,
             "inner": {name: opt.state_dict() for name, opt in self.inner.items()},
-        }
+        })
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
         """Strict by parameter name: a missing or unexpected name is an error."""
@@ -109,6 +137,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 "this is a layerwise optimizer, but the state dict was not saved by one "
                 "(no 'layerwise' marker); load it into the optimizer that saved it"
             )
+        state_dict = check_state(self, state_dict, ordered=False)  # the optimhub stamp
         saved = state_dict["inner"]
         missing = sorted(set(self.inner) - set(saved))
         unexpected = sorted(set(saved) - set(self.inner))
@@ -136,6 +165,9 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for group in self.param_groups:
+            for param in group["params"]:
+                OWNED_PARAMETERS.discard(param)
 
     @property
     def closed(self) -> bool:

@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import OptimArgsError, OptimArgsTypeError, closest
+from .errors import OptimArgsError, OptimArgsTypeError, closest, shorten
 from .spec import ArgSpec, OptimizerSpec
 
 __all__ = [
@@ -521,7 +521,7 @@ def _value_error(
 ) -> OptimArgsError:
     """The one message shape for bad values: optimizer, key, value, why, what is allowed."""
     return cls(
-        f"{_ctx(optimizer)}: {arg.name}={value!r} is not valid: {reason}. "
+        f"{_ctx(optimizer)}: {arg.name}={shorten(repr(value))} is not valid: {reason}. "
         f"Allowed: {arg.describe_allowed()}."
     )
 

@@ -438,8 +438,19 @@ def _warmup_and_total(plan: _Plan) -> dict[str, Any]:
     return {"warmup": plan.warmup, "total": plan.total, **plan.options}
 
 
+#: Choice options of the metric-driven schedules, checked up front so the error can list
+#: the allowed values (torch only says "mode minimum is unknown!").
+_METRIC_CHOICES = {"mode": ("min", "max"), "threshold_mode": ("rel", "abs")}
+
+
 def _construct(cls: type, optimizer: Optimizer, plan: _Plan) -> LRScheduler:
     """Build a scheduler class; its own value checks become errors naming the schedule."""
+    for key, allowed in _METRIC_CHOICES.items():
+        if key in plan.options and plan.options[key] not in allowed:
+            raise OptimArgsError(
+                f"schedule {plan.name!r}: {key}={plan.options[key]!r} is not valid; use one of "
+                f"{', '.join(repr(a) for a in allowed)}"
+            )
     try:
         return cls(optimizer, **plan.options)
     except OptimArgsError:
@@ -611,7 +622,8 @@ def create_scheduler(
     ``num_warmup_steps`` is a whole number of steps or a ratio of ``num_training_steps`` in
     (0, 1) (None: no warmup). ``kwargs`` are the schedule's own options (HF's
     ``lr_scheduler_kwargs``). Everything is checked here, before training: see the module
-    docstring and docs/_parts/schedules.md for the rules and where they differ from HF.
+    docstring and docs/user-guide.md (learning-rate schedules) for the rules and where
+    they differ from HF.
     Metric-driven schedules (``reduce_lr_on_plateau``, ``greedy``) are stepped with the
     evaluation metric, ``scheduler.step(metric)``; the others once per optimizer step.
     """
@@ -620,6 +632,12 @@ def create_scheduler(
     options = _options(schedule, kwargs)
     total = _training_steps(num_training_steps, schedule)
     warmup = resolve_warmup_steps(num_warmup_steps, total)
+    if not isinstance(allow_decay_with_schedule_free, bool):
+        raise OptimArgsTypeError(
+            "allow_decay_with_schedule_free must be True or False, got "
+            f"{type(allow_decay_with_schedule_free).__name__} "
+            f"{allow_decay_with_schedule_free!r}"
+        )
     _check_schedule_free(schedule, optimizer, warmup, allow_decay_with_schedule_free)
     _check_warmup(schedule, warmup, total)
     if schedule.scales_group_lr:

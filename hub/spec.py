@@ -201,6 +201,14 @@ class ArgSpec:
         return None
 
 
+def _capability(value: Capability | str) -> Capability:
+    try:
+        return Capability(value)
+    except ValueError:
+        known = ", ".join(c.value for c in Capability)
+        raise ValueError(f"unknown capability {value!r}; known: {known}") from None
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
@@ -236,9 +244,8 @@ class OptimizerSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(
-            self, "capabilities", frozenset(Capability(c) for c in self.capabilities)
-        )
+        object.__setattr__(self, "capabilities", frozenset(_capability(c) for c in
+                                                           self.capabilities))
         object.__setattr__(self, "hyperparameters", frozenset(self.hyperparameters))
         object.__setattr__(self, "args", _frozen_mapping(self.args))
         object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))

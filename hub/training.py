@@ -74,6 +74,7 @@ class TrainingDriver:
         model: nn.Module | None = None,
         closure: Callable[[], torch.Tensor] | None = None,
     ) -> None:
+        _check_driver_inputs(optimizer, scheduler, model, closure)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.spec = spec_or_none(optimizer)  # None: a foreign optimizer, driven as plain
@@ -210,10 +211,45 @@ def check_loop_contract(
             f"{where} the loop cannot clip gradients to max_grad_norm={max_grad_norm} (HF's "
             f"TrainingArguments default is 1.0): set max_grad_norm=0 (or None){clip}"
         )
+    if in_backward and has_closure:
+        raise CapabilityError(
+            f"{where} step() never runs and a closure would be silently ignored; drop "
+            "closure= (call backward(loss) on the driver instead)"
+        )
     if spec.has(Capability.CLOSURE_REQUIRED) and not has_closure:
         raise CapabilityError(
             f"optimizer {spec.name!r} needs step(closure): pass closure= (a function that "
             "recomputes and returns the loss, calling backward) to the driver"
+        )
+
+
+def _check_driver_inputs(optimizer: Any, scheduler: Any, model: Any, closure: Any) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise OptimArgsTypeError(
+            f"drive() needs a torch.optim.Optimizer (from optimhub.create_optimizer), got "
+            f"{type(optimizer).__name__}"
+        )
+    if scheduler is not None:
+        if isinstance(scheduler, str) or not callable(getattr(scheduler, "step", None)):
+            raise OptimArgsTypeError(
+                f"scheduler must be a scheduler object (see optimhub.create_scheduler), got "
+                f"{type(scheduler).__name__} {scheduler!r}"
+            )
+        bound = getattr(scheduler, "optimizer", optimizer)
+        if bound is not optimizer:
+            raise OptimArgsError(
+                f"the {type(scheduler).__name__} given is bound to another optimizer "
+                f"({type(bound).__name__}); build it for this one: "
+                "optimhub.create_scheduler(name, optimizer, ...)"
+            )
+    if closure is not None and not callable(closure):
+        raise OptimArgsTypeError(
+            f"closure must be a function that recomputes the loss, got "
+            f"{type(closure).__name__} {closure!r}"
+        )
+    if model is not None and not isinstance(model, nn.Module):
+        raise OptimArgsTypeError(
+            f"model must be an nn.Module or None, got {type(model).__name__} {model!r}"
         )
 
 
@@ -222,15 +258,17 @@ def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def _grad_norm(value: float | None) -> float | None:
+    """None or 0 (HF's spelling) mean no clipping; otherwise a finite number > 0."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptimArgsTypeError(f"max_grad_norm must be a number or None, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value < 0:
         raise OptimArgsError(
-            f"max_grad_norm must be a finite number > 0 (or None for no clipping), got {value!r}"
+            f"max_grad_norm must be a finite number > 0 (or None / 0 for no clipping), "
+            f"got {value!r}"
         )
-    return float(value)
+    return float(value) or None
 
 
 def _accumulation(value: int) -> int:

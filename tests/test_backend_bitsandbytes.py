@@ -221,7 +221,7 @@ def test_rmsprop_defaults_are_bnbs_own():
         ("centered=true", r"centered=.*not one of the choices"),
         ("alpha=0", r"alpha=.*must be > 0"),
         ("momentum=1", r"momentum=.*must be < 1"),
-        ("eps=-1e-8", r"eps=.*must be >= 0"),
+        ("eps=-1e-8", r"eps=.*must be > 0"),
         ("alpha=fast", r"alpha=.*is not a number"),
         ("rho=0.9", r"unknown key 'rho'.*Valid keys: alpha, centered, eps, momentum"),
     ],

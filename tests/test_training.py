@@ -75,7 +75,7 @@ def test_layerwise_refuses_accumulation_and_clipping():
 @pytest.mark.parametrize(
     ("kwargs", "error", "text"),
     [
-        ({"max_grad_norm": 0.0}, OptimArgsError, "max_grad_norm must be a finite number > 0"),
+        ({"max_grad_norm": -1.0}, OptimArgsError, "max_grad_norm must be a finite number > 0"),
         ({"max_grad_norm": float("nan")}, OptimArgsError, "max_grad_norm must be a finite"),
         ({"max_grad_norm": "1"}, OptimArgsTypeError, "max_grad_norm must be a number"),
         ({"gradient_accumulation_steps": 0}, OptimArgsError, "must be >= 1, got 0"),

@@ -1,0 +1,300 @@
+"""Checkpoint identity: a saved optimizer state says which optimizer and parameters it is for.
+
+A torch optimizer's ``state_dict()`` is indexed by parameter *position* only. Loaded into
+another optimizer (AdamW's moments into SGD) or saved for a differently shaped model, it
+is silently partial, silently wrong, or a raw torch error far from the cause. So every
+optimizer the hub builds stamps its state with a small piece of plain data::
+
+    state_dict["optimhub"] = {"name": "adamw_torch", "format": 1,
+                              "params": [["embed_tokens.weight", [64, 32]], ...]}
+
+(``params``: every parameter's name and shape, in param-group order, which is the order
+torch indexes the state by), and checks a stamped state before loading it: another
+optimizer name, or other parameter names or shapes, is a :class:`CheckpointError` saying
+what differs. A state without the stamp (saved by plain torch, or by an optimizer built
+outside the hub) still loads, with an ``OptimHubWarning`` that it could not be checked.
+
+Both halves are torch's own optimizer hooks, registered on the instance by
+:func:`install_identity`: nothing is wrapped and nothing touches ``step()``. The stamp
+is removed before the backend's own loading sees the state, and it is plain data, so
+``torch.load(weights_only=True)`` reads it. Two kinds of optimizer need more than the
+hooks, both detected from the class, never from a name:
+
+- a class whose ``load_state_dict`` is not torch's may not run torch's pre-hooks
+  (bitsandbytes' does not): the instance gets its own ``load_state_dict`` that checks
+  first and then calls the class's method, so the check cannot be skipped;
+- a class that sets ``checks_optimhub_stamp = True`` (the hub's ``LayerwiseOptimizer``)
+  calls :func:`stamp_state` and :func:`check_state` from its own methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, OptimHubWarning
+
+__all__ = [
+    "STAMP_FORMAT",
+    "STAMP_KEY",
+    "check_state",
+    "install_identity",
+    "stamp_of",
+    "stamp_state",
+]
+
+#: The key of the stamp in a state dict, and the version of its layout.
+STAMP_KEY = "optimhub"
+STAMP_FORMAT = 1
+
+#: How many differences an error lists before it says "and N more".
+_SHOWN = 4
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What a state must match: the optimizer's catalog name and its parameters' names.
+
+    ``names`` maps ``id(parameter)`` to the parameter's name; the parameters themselves
+    are already kept alive by the optimizer that owns this identity.
+    """
+
+    name: str
+    names: Mapping[int, str]
+
+    def parameters(self, optimizer: torch.optim.Optimizer) -> list[list[Any]]:
+        """``[name, shape]`` of every parameter, in param-group order (torch's indices)."""
+        flat = (p for group in optimizer.param_groups for p in group["params"])
+        return [[self.names.get(id(p), f"<unnamed #{i}>"), list(p.shape)]
+                for i, p in enumerate(flat)]
+
+    def stamp(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {"name": self.name, "format": STAMP_FORMAT,
+                "params": self.parameters(optimizer)}
+
+
+_IDENTITIES: weakref.WeakKeyDictionary[torch.optim.Optimizer, _Identity] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def install_identity(
+    optimizer: torch.optim.Optimizer, name: str, named_parameters: Iterable[tuple[str, Any]]
+) -> None:
+    """Stamp ``optimizer``'s state dicts as ``name``'s and check the ones it loads.
+
+    Called once by ``create_optimizer`` on the optimizer it returns. The state_dict hook is
+    appended (it stamps what the plugins' own hooks produced); the load check is prepended
+    (a state for another optimizer is refused before a plugin's hook tries to unpack it).
+    """
+    _IDENTITIES[optimizer] = _Identity(name, {id(p): n for n, p in named_parameters})
+    cls = type(optimizer)
+    if getattr(cls, "checks_optimhub_stamp", False):
+        return  # it calls stamp_state / check_state itself
+    optimizer.register_state_dict_post_hook(_stamp_hook)
+    if cls.load_state_dict is torch.optim.Optimizer.load_state_dict:
+        optimizer.register_load_state_dict_pre_hook(_check_hook, prepend=True)
+    else:
+        _check_before_own_load(optimizer)
+
+
+def stamp_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Add the stamp to ``state_dict`` (in place) if the hub built ``optimizer``."""
+    identity = _IDENTITIES.get(optimizer)
+    if identity is not None:
+        state_dict[STAMP_KEY] = identity.stamp(optimizer)
+    return state_dict
+
+
+def stamp_of(state_dict: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The stamp of a saved state (None when it has none): which optimizer saved it, for
+    which parameters."""
+    stamp = state_dict.get(STAMP_KEY) if isinstance(state_dict, Mapping) else None
+    return stamp if isinstance(stamp, Mapping) else None
+
+
+def check_state(
+    optimizer: torch.optim.Optimizer,
+    state_dict: Mapping[str, Any],
+    *,
+    ordered: bool = True,
+) -> dict[str, Any]:
+    """Check a state against ``optimizer``; return it without the stamp (a shallow copy).
+
+    Raises :class:`CheckpointError` when the stamp names another optimizer or other
+    parameters (``ordered``: also in another order, which matters wherever the state is
+    indexed by position, i.e. everywhere but the layerwise optimizer). Warns, and lets
+    the state through, when there is no stamp (the warning points at the first caller
+    outside optimhub and torch). An optimizer the hub did not build is not checked at all.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(
+            f"an optimizer state must be a dict (what optimizer.state_dict() returns), got "
+            f"{type(state_dict).__name__}"
+        )
+    state = dict(state_dict)
+    saved = state.pop(STAMP_KEY, None)
+    identity = _IDENTITIES.get(optimizer)
+    if identity is None:
+        return state
+    if saved is None:
+        warnings.warn(
+            f"optimhub: this optimizer state has no {STAMP_KEY!r} stamp (it was saved by "
+            f"plain torch, or by an optimizer not built by optimhub), so optimhub cannot check "
+            f"that it belongs to {identity.name!r} and to this model; it is loaded as torch "
+            "loads it, by parameter position.",
+            OptimHubWarning,
+            stacklevel=_outside_stacklevel(),
+        )
+        return state
+    _check_stamp(saved, identity, optimizer, ordered=ordered)
+    if not getattr(type(optimizer), "checks_optimhub_stamp", False) and state.get("layerwise"):
+        raise CheckpointError(
+            f"this state of {identity.name!r} was saved by a layerwise optimizer "
+            "(layerwise=True: one state per parameter name), and this one is not; build it "
+            "with layerwise=True to resume it"
+        )
+    return state
+
+
+# ---- the check ---------------------------------------------------------------------------
+def _check_stamp(
+    saved: Any, identity: _Identity, optimizer: torch.optim.Optimizer, *, ordered: bool
+) -> None:
+    stamp = _parse_stamp(saved)
+    name = stamp["name"]
+    if name != identity.name:
+        raise CheckpointError(
+            f"this optimizer state was saved by optimizer {name!r} and is being loaded into "
+            f"{identity.name!r}: their states are not interchangeable (torch would load it "
+            f"by position, partially or wrongly). Build {name!r} to resume this checkpoint; "
+            f"if you know both keep the same state, delete state_dict[{STAMP_KEY!r}] to "
+            "load it unchecked."
+        )
+    here = [(n, tuple(s)) for n, s in identity.parameters(optimizer)]
+    there = [(n, tuple(s)) for n, s in stamp["params"]]
+    problem = _compare(there, here, ordered=ordered)
+    if problem:
+        raise CheckpointError(
+            f"this state of optimizer {name!r} was saved for other parameters than this "
+            f"optimizer has: {problem}. Load it with the model it was saved with (same "
+            "trainable parameters, and the same weight_decay, optim_target_modules and "
+            "param_group_rules, which decide the parameter order)."
+        )
+
+
+def _parse_stamp(saved: Any) -> dict[str, Any]:
+    """The stamp, checked to be what ``_Identity.stamp`` writes."""
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(
+            f"the state's {STAMP_KEY!r} entry is {type(saved).__name__}, not optimhub's "
+            "stamp (a dict); it was not written by optimhub"
+        )
+    version = saved.get("format")
+    if isinstance(version, int) and not isinstance(version, bool) and version > STAMP_FORMAT:
+        raise CheckpointError(
+            f"this optimizer state was stamped by a newer optimhub (stamp format {version}; "
+            f"this version reads format {STAMP_FORMAT}); upgrade optimhub to load it"
+        )
+    params = saved.get("params")
+    well_formed = (
+        version == STAMP_FORMAT and isinstance(saved.get("name"), str)
+        and isinstance(params, list) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+            and isinstance(p[1], (list, tuple)) and all(isinstance(d, int) for d in p[1])
+            for p in params
+        )
+    )
+    if not well_formed:
+        raise CheckpointError(
+            f"the state's {STAMP_KEY!r} stamp is malformed (expected name, format "
+            f"{STAMP_FORMAT} and [name, shape] params): {_short(saved)}"
+        )
+    return dict(saved)
+
+
+def _compare(
+    there: list[tuple[str, tuple[int, ...]]], here: list[tuple[str, tuple[int, ...]]],
+    *, ordered: bool,
+) -> str:
+    """A sentence naming the first differences between saved and current parameters, or
+    "" when they match."""
+    if there == here or (not ordered and sorted(there) == sorted(here)):
+        return ""
+    saved_shapes, own_shapes = dict(there), dict(here)
+    unexpected = [n for n, _ in there if n not in own_shapes]
+    missing = [n for n, _ in here if n not in saved_shapes]
+    reshaped = [f"{n} saved {list(s)} here {list(own_shapes[n])}"
+                for n, s in there if n in own_shapes and own_shapes[n] != s]
+    parts = [f"{len(there)} parameters saved, {len(here)} here"]
+    if unexpected:
+        parts.append(f"unexpected (saved, not here): {_few(unexpected)}")
+    if missing:
+        parts.append(f"missing (here, not saved): {_few(missing)}")
+    if reshaped:
+        parts.append(f"other shapes: {_few(reshaped)}")
+    if not (unexpected or missing or reshaped):
+        moved = [f"#{i} saved {a!r}, here {b!r}"
+                 for i, ((a, _), (b, _)) in enumerate(zip(there, here, strict=False)) if a != b]
+        parts.append(f"the same parameters in another order: {_few(moved, sep='; ')}")
+    return "; ".join(parts)
+
+
+def _few(items: list[str], sep: str = ", ") -> str:
+    shown = sep.join(items[:_SHOWN])
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return f"[{shown}]{more}"
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside optimhub and torch: the user's
+    ``load_state_dict`` call, however many hook and decorator frames lie between."""
+    frame = sys._getframe(1)  # the caller of this function: where the warning is issued
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INNER:
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_INNER = frozenset({__name__.split(".")[0], "torch"})
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- the hooks ---------------------------------------------------------------------------
+def _stamp_hook(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    """``state_dict`` post-hook: stamps the dict torch (and earlier hooks) produced."""
+    stamp_state(optimizer, state_dict)
+
+
+def _check_hook(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``load_state_dict`` pre-hook: torch passes its own shallow copy, so returning a copy
+    without the stamp leaves the caller's dict untouched."""
+    return check_state(optimizer, state_dict)
+
+
+def _check_before_own_load(optimizer: torch.optim.Optimizer) -> None:
+    """For a class with its own ``load_state_dict`` (which may skip torch's pre-hooks): an
+    instance attribute that checks, then calls the class's method. It holds the optimizer
+    weakly, so no reference cycle keeps the optimizer alive."""
+    load = type(optimizer).load_state_dict
+    owner = weakref.ref(optimizer)
+
+    @functools.wraps(load)
+    def load_state_dict(state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        target = owner()
+        assert target is not None  # the attribute lives on the optimizer itself
+        return load(target, check_state(target, state_dict), *args, **kwargs)
+
+    optimizer.load_state_dict = load_state_dict  # type: ignore[method-assign]
