@@ -1,8 +1,9 @@
 """optimhub in one screen: build several optimizers by name and train a tiny model with each.
 
-Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``). For each name the demo
-asks optimhub for the optimizer, trains a small attention-shaped model on generated data
-for a few steps on the CPU, and prints a table. Names whose backend is missing or cannot
+Run with ``.venv/bin/python examples/demo.py`` (``make demo`` runs ``optimhub compare``, the
+command-line comparison, instead). For each name the demo asks optimhub for the optimizer,
+trains a small attention-shaped model on generated data for a few steps on the CPU, and
+prints a table. Names whose backend is missing or cannot
 run here are listed with the reason optimhub gives; the demo itself never fails on them.
 """
 

@@ -18,6 +18,7 @@ from .errors import (
     CapabilityError,
     CatalogError,
     CheckpointError,
+    EstimateUnavailableError,
     MissingBackendError,
     OptimArgsError,
     OptimArgsTypeError,
@@ -31,6 +32,7 @@ from .errors import (
 from .factory import create_optimizer, spec_of
 from .hookspecs import hookimpl
 from .listing import get_spec, list_optimizers
+from .memory import estimate
 from .param_groups import ParamGroupRule
 from .registration import Register
 from .schedules import SCHEDULE_NAMES, create_scheduler
@@ -51,6 +53,7 @@ __all__ = [
     "CapabilityError",
     "CatalogError",
     "CheckpointError",
+    "EstimateUnavailableError",
     "MissingBackendError",
     "OptimArgsError",
     "OptimArgsTypeError",
@@ -69,6 +72,7 @@ __all__ = [
     "create_optimizer",
     "create_scheduler",
     "drive",
+    "estimate",
     "explain_targets",
     "get_spec",
     "hookimpl",

@@ -42,12 +42,18 @@ def _build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="is every backend installed and usable here?")
     doctor.set_defaults(run=_doctor)
 
+    _add_estimate_parser(commands)
+    _add_compare_parser(commands)
+
     for sub in (listing, info, plugins, doctor):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is not None and (isinstance(argv, str) or not isinstance(argv, Sequence)
+                             or not all(isinstance(a, str) for a in argv)):
+        raise TypeError(f"main() takes a list of str arguments, got {argv!r}")
     args = _build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -300,6 +306,124 @@ def _fix(specs: list[Any], unusable: dict[str, str | None]) -> str:
     if "CUDA" in problem:
         return "run on a machine with an NVIDIA GPU and a CUDA build of torch"
     return "see below"
+
+
+# ---- estimate --------------------------------------------------------------------------
+def _add_estimate_parser(commands: Any) -> None:
+    estimate = commands.add_parser(
+        "estimate", help="bytes of optimizer state and gradients, before training",
+        description="Optimizer state and peak gradient memory of NAME for a model, next to "
+        "AdamW with fp32 state. Nothing is built and no backend is imported. Weights and "
+        "activations are not counted.",
+    )
+    estimate.add_argument("name")
+    model = estimate.add_mutually_exclusive_group(required=True)
+    model.add_argument("--params", metavar="N", help="a bare parameter count (7B, 125M, "
+                       "6.7e9), taken as 4096x4096 matrices; low-rank names need --model")
+    model.add_argument("--model", metavar="SPEC", help="layer shapes, e.g. llama:hidden=4096,"
+                       "layers=32,vocab=32000,intermediate=11008,heads=32,kv_heads=32,tied=false")
+    estimate.add_argument("--optim-args", metavar="TEXT", help='e.g. "rank=128,proj=svd"')
+    estimate.add_argument("--optim-target-modules", nargs="+", metavar="PATTERN",
+                          help="target layers (list items, as HF; a lone 'all-linear' "
+                          "selects every Linear)")
+    estimate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                          help="parameter dtype (default fp32, or the --model spec's)")
+    estimate.add_argument("--layerwise", action="store_true",
+                          help="one optimizer per parameter, stepped inside backward")
+    estimate.add_argument("--json", action="store_true", help="machine-readable output")
+    estimate.set_defaults(run=_estimate)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .memory import estimate, flat_model, parse_model_spec, parse_param_count
+    from .targets import ALL_LINEAR
+
+    if args.model is not None:
+        shape = parse_model_spec(args.model, dtype=args.dtype)
+        model: Any = shape.build()
+        described = f"{args.model} ({shape.dtype})"
+    else:
+        count = parse_param_count(args.params)
+        model = flat_model(count, args.dtype or "fp32")
+        described = f"{count:,} parameters as 4096x4096 matrices ({args.dtype or 'fp32'})"
+    patterns = args.optim_target_modules
+    if patterns and len(patterns) == 1 and patterns[0].replace("_", "-") == ALL_LINEAR:
+        patterns = patterns[0]
+    overrides: dict[str, Any] = {"optim_args": args.optim_args, "optim_target_modules": patterns}
+    if args.layerwise:
+        overrides["layerwise"] = True
+    result = estimate(args.name, model, **overrides)
+    if args.json:
+        return _print_json({**result.as_dict(), "model": args.model or described})
+    print(_estimate_text(result, described))
+    return 0
+
+
+def _estimate_text(result: Any, described: str) -> str:
+    count = result.trainable_params
+    mode = ", layerwise" if result.layerwise else ""
+    lines = [
+        f"{result.name}{mode}: {described}",
+        f"{count:,} trainable of {result.total_params:,} parameters; weights "
+        f"{_bytes(result.param_bytes)} (not counted below, nor activations)",
+        "",
+        _table(
+            ["", result.name, "adamw (fp32 state)"],
+            [["optimizer state", _bytes(result.state_bytes), _bytes(result.baseline_state_bytes)],
+             ["bytes per parameter", f"{result.bytes_per_param:.3f}", "8.000"],
+             ["gradients at peak", _bytes(result.grad_bytes), _bytes(result.baseline_grad_bytes)],
+             ["state + gradients", _bytes(result.total_bytes),
+              _bytes(result.baseline_total_bytes)]],
+        ),
+        "",
+        "source: " + ("the plugin's estimator" if result.source == "plugin"
+                      else "registry.toml state_bytes_per_param"),
+    ]
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def _bytes(count: int) -> str:
+    """Human-readable (GiB) and exact."""
+    return f"{count / 2**30:.2f} GiB ({count:,} B)"
+
+
+# ---- compare ---------------------------------------------------------------------------
+def _add_compare_parser(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare", help="train a tiny model once per optimizer and compare them",
+        description="Train the same small built-in causal LM on the same synthetic data "
+        "once per optimizer (adamw_torch is always included: step times are relative to "
+        "it), then print loss, state memory per parameter, step time and status, and "
+        "write compare.png and results.json into --out. Names that cannot run here are "
+        "listed with the reason. The PNG needs matplotlib: pip install 'optimhub[compare]'.",
+    )
+    compare.add_argument("names", nargs="+", metavar="NAME", help="optimizer names or aliases")
+    compare.add_argument("--steps", type=int, default=None, metavar="N",
+                         help="training steps per optimizer (default 300)")
+    compare.add_argument("--out", default=None, metavar="DIR",
+                         help="folder for compare.png and results.json (default ./compare-out)")
+    compare.add_argument("--lr", action="append", metavar="[NAME=]LR",
+                         help="learning rate for every name, or NAME=LR for one (repeatable); "
+                         "default: derived from each optimizer's spec")
+    compare.add_argument("--optim-args", action="append", metavar="NAME:K=V[,K=V]",
+                         help="optim_args for one name, e.g. apollo_adamw:rank=4,scale=1 "
+                         "(repeatable; merged over the defaults)")
+    compare.add_argument("--batch-size", type=int, default=16, metavar="B",
+                         help="sequences per step (default 16)")
+    compare.add_argument("--seed", type=int, default=0, help="model, data and run seed")
+    compare.add_argument("--threads", type=int, default=1, metavar="N",
+                         help="torch threads while training (default 1: the model is tiny, "
+                         "and one thread keeps step times steady on a busy machine)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument("--json", action="store_true", help="print the table as JSON")
+    compare.set_defaults(run=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare.command import run
+
+    return run(args)
 
 
 # ---- output helpers --------------------------------------------------------------------

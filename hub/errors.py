@@ -19,6 +19,7 @@ __all__ = [
     "CatalogError",
     "CatalogTypeError",
     "CheckpointError",
+    "EstimateUnavailableError",
     "MissingBackendError",
     "OptimArgsError",
     "OptimArgsTypeError",
@@ -88,6 +89,10 @@ class PluginLoadError(OptimHubError, RuntimeError):
 
 class BuildError(OptimHubError, RuntimeError):
     """A plugin's builder raised, or returned something that is not an optimizer."""
+
+
+class EstimateUnavailableError(OptimHubError, LookupError):
+    """No estimator for this optimizer, and no ``state_bytes_per_param`` in its spec."""
 
 
 class CheckpointError(OptimHubError, ValueError):

@@ -48,7 +48,13 @@ from .registration import RegisteredOptimizer
 from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
-__all__ = ["check_layerwise_allowed", "create_optimizer", "spec_of", "spec_or_none"]
+__all__ = [
+    "check_build_inputs",
+    "check_layerwise_allowed",
+    "create_optimizer",
+    "spec_of",
+    "spec_or_none",
+]
 
 _SPECS: weakref.WeakKeyDictionary[Any, OptimizerSpec] = weakref.WeakKeyDictionary()
 
@@ -174,6 +180,15 @@ class _ParameterSource:
             named.extend((f"group{index}.{j}", p) for j, p in enumerate(params))
             copies.append({**group, "params": params})
         return cls(None, named, copies)
+
+
+def check_build_inputs(spec: OptimizerSpec, model: Any, settings: OptimizerArguments
+                       ) -> _ParameterSource:
+    """Every check create_optimizer runs on the model and arguments, without building:
+    what ``optimhub.estimate`` shares so an estimate is refused exactly when a build would be."""
+    source = _ParameterSource.from_user(model)
+    _check_capabilities(spec, source, settings)
+    return source
 
 
 def _check_parameters(

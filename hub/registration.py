@@ -11,12 +11,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .build import Builder
 from .catalog import check_spec, spec_from_mapping
-from .errors import CatalogError, PluginLoadError, UnknownOptimizerError
+from .errors import (
+    CatalogError,
+    OptimArgsTypeError,
+    PluginLoadError,
+    UnknownOptimizerError,
+    shorten,
+)
 from .spec import OptimizerSpec
+
+if TYPE_CHECKING:
+    from .memory import Estimator
 
 __all__ = ["PluginFailure", "PluginInfo", "Register", "RegisteredOptimizer", "Registry"]
 
@@ -53,11 +62,14 @@ class PluginFailure:
 
 @dataclass(frozen=True)
 class RegisteredOptimizer:
-    """A spec, the builder that makes it, and the plugin both came from."""
+    """A spec, the builder that makes it, the plugin both came from, and the plugin's
+    memory estimator for it (None: ``optimhub.estimate`` falls back to the spec's
+    ``state_bytes_per_param``)."""
 
     spec: OptimizerSpec
     builder: Builder
     plugin: PluginInfo
+    estimator: Estimator | None = None
 
 
 class Registry:
@@ -79,7 +91,10 @@ class Registry:
     def get(self, name: str) -> RegisteredOptimizer:
         """The registered optimizer for a name or alias, or a precise error."""
         if not isinstance(name, str):
-            raise UnknownOptimizerError(repr(name), self.names())
+            raise OptimArgsTypeError(
+                f"an optimizer name is a str such as 'adamw_torch', got "
+                f"{type(name).__name__} {shorten(repr(name))}; see `optimhub list`"
+            )
         key = self.canonical(name)
         if key in self.unusable:
             failure = self.unusable[key]
@@ -92,8 +107,8 @@ class Registry:
         return self.entries[key]
 
     def _load_note(self) -> str:
-        """Plugins that failed before registering anything may have provided the name."""
-        failed = [f for f in self.failures if f.stage in ("import", "validate")]
+        """Plugins that failed before registering everything may have provided the name."""
+        failed = [f for f in self.failures if f.stage in ("import", "validate", "register")]
         if not failed:
             return ""
         return " Note: " + "; ".join(str(f) for f in failed) + " (it may provide this name)."
@@ -131,8 +146,7 @@ _REMEDY = {
     "register": "Fix or reinstall that plugin's distribution, or block it with "
     "OPTIMHUB_BLOCK_PLUGINS; `optimhub plugins` shows the full error.",
     "conflict": "Block one of the two plugins with OPTIMHUB_BLOCK_PLUGINS=<plugin name>.",
-    "blocked": "Remove the plugin's name from OPTIMHUB_BLOCK_PLUGINS (or add it to "
-    "OPTIMHUB_LOAD_PLUGINS) to use it.",
+    "blocked": "Remove the plugin's name from OPTIMHUB_BLOCK_PLUGINS to use it.",
     "missing-builder": "This is a bug in that plugin: every catalog entry needs a builder.",
 }
 
@@ -151,10 +165,15 @@ class Register:
         self.conflicts: list[tuple[str, PluginLoadError]] = []
 
     def optimizer(
-        self, spec: OptimizerSpec | Mapping[str, Any], builder: Builder
+        self,
+        spec: OptimizerSpec | Mapping[str, Any],
+        builder: Builder,
+        *,
+        estimator: Estimator | None = None,
     ) -> None:
-        """Register a new optimizer: its spec (object or registry.toml-style mapping) and
-        the callable that builds it."""
+        """Register a new optimizer: its spec (object or registry.toml-style mapping), the
+        callable that builds it and, optionally, the one that estimates its memory
+        (``EstimateRequest -> StateEstimate``, see ``optimhub.estimate``)."""
         if isinstance(spec, Mapping):
             name = spec.get("name")
             if not isinstance(name, str):
@@ -176,10 +195,13 @@ class Register:
             )
         check_spec(spec, where=f"{self.plugin.describe()}: {spec.name!r}")
         spec = dataclasses.replace(spec, plugin=self.plugin.name)
-        self._stage(spec, builder)
+        self._stage(spec, builder, estimator)
 
-    def builder(self, name: str, builder: Builder) -> None:
-        """Attach a builder to a spec of the built-in catalog that names this plugin."""
+    def builder(
+        self, name: str, builder: Builder, *, estimator: Estimator | None = None
+    ) -> None:
+        """Attach a builder (and optionally a memory estimator) to a spec of the built-in
+        catalog that names this plugin."""
         spec = self._registry.catalog.get(name)
         if spec is None:
             raise CatalogError(
@@ -191,13 +213,20 @@ class Register:
                 f"{self.plugin.describe()} registered a builder for {name!r}, but registry.toml "
                 f"assigns it to plugin {spec.plugin!r}"
             )
-        self._stage(spec, builder)
+        self._stage(spec, builder, estimator)
 
-    def _stage(self, spec: OptimizerSpec, builder: Builder) -> None:
+    def _stage(
+        self, spec: OptimizerSpec, builder: Builder, estimator: Estimator | None = None
+    ) -> None:
         if not callable(builder):
             raise CatalogError(
                 f"{self.plugin.describe()}: the builder for {spec.name!r} is not callable "
                 f"({builder!r})"
+            )
+        if estimator is not None and not callable(estimator):
+            raise CatalogError(
+                f"{self.plugin.describe()}: the estimator for {spec.name!r} is not callable "
+                f"({estimator!r})"
             )
         if spec.name in self._staged:
             raise CatalogError(
@@ -209,7 +238,7 @@ class Register:
             if error is not None:
                 self.conflicts.append((claimed, error))
                 return
-        self._staged[spec.name] = RegisteredOptimizer(spec, builder, self.plugin)
+        self._staged[spec.name] = RegisteredOptimizer(spec, builder, self.plugin, estimator)
 
     @property
     def staged_names(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ target group only, so its other parameters get APOLLO's eps of 1e-6).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +28,24 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimArgsError
+from optimhub.memory import (
+    EstimateRequest,
+    StateEstimate,
+    dense_bytes,
+    low_rank_grad_shape,
+    projection_side,
+)
 
-from .galore import RANK_KEY, install_checkpoint_hooks, low_rank_groups, low_rank_members
+from .galore import (
+    RANK_KEY,
+    install_checkpoint_hooks,
+    low_rank_groups,
+    low_rank_members,
+    low_rank_request_groups,
+    svd_projector_bytes,
+)
 
-__all__ = ["build_apollo", "check_apollo_scaling", "projected_shape"]
+__all__ = ["build_apollo", "check_apollo_scaling", "estimate_apollo", "projected_shape"]
 
 
 def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
@@ -92,9 +107,32 @@ def check_apollo_scaling(
             )
 
 
+def estimate_apollo(request: EstimateRequest) -> StateEstimate:
+    """Targets: two moments of the projected gradient plus the projector, in the
+    parameter's dtype; the random projector is rank x the projected side, the SVD one is
+    GaLore's (the whole factor for fp32). Other parameters: AdamW's two full moments.
+    The channel scale and the norm limiter are scalars."""
+    groups, names = low_rank_request_groups(request)
+    check_apollo_scaling(request.spec.name, groups, names)
+    options = request.options
+    total = dense_bytes(request.dense, 2)
+    for p in request.targets:
+        rank = min(options["rank"], *p.shape)
+        side = projection_side(p.shape, options["proj_type"])
+        total += 2 * math.prod(low_rank_grad_shape(p.shape, rank, side)) * p.dtype_bytes
+        if options["proj"] == "svd":
+            total += svd_projector_bytes(p, rank, options["proj_type"], p.dtype_bytes)
+        else:
+            total += rank * (p.shape[1] if side == "right" else p.shape[0]) * p.dtype_bytes
+    svd_views = options["proj"] == "svd" and any(p.dtype_bytes == 4 for p in request.targets)
+    notes = ("proj=svd on float32 weights: the projector keeps the whole SVD factor alive "
+             "(a view), about +4 bytes per target parameter",) if svd_views else ()
+    return StateEstimate(total, notes=notes)
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
     # A layerwise name has its base's builder: the core calls it once per parameter.
-    register.builder("apollo_adamw", build_apollo)
-    register.builder("apollo_adamw_layerwise", build_apollo)
-    register.builder("apollo_mini", build_apollo)
+    register.builder("apollo_adamw", build_apollo, estimator=estimate_apollo)
+    register.builder("apollo_adamw_layerwise", build_apollo, estimator=estimate_apollo)
+    register.builder("apollo_mini", build_apollo, estimator=estimate_apollo)

@@ -34,6 +34,7 @@ from torch import nn
 import optimhub
 from optimhub.build import Builder, BuildRequest
 from optimhub.errors import OptimArgsError
+from optimhub.memory import EstimateRequest, Estimator, StateEstimate, blockwise_bytes
 
 
 def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
@@ -118,7 +119,62 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
+# -- memory estimates ----------------------------------------------------------------
+
+#: bnb's quantization block and its smallest quantized tensor (``min_8bit_size``).
+BLOCK_SIZE = 256
+MIN_8BIT_SIZE = 4096
+#: The signed and unsigned 256-entry float32 code tables an optimizer makes once, at its
+#: first 8-bit state (``fill_qmap``), shared by all its parameters.
+QMAP_BYTES = 2 * 256 * 4
+PAGED_NOTE = ("paged: under GPU memory pressure the state moves to CPU memory (CUDA unified "
+              "memory); without CUDA it is not paged")
+
+
+def bnb_quantized(numel: int, *, bits: int) -> bool:
+    """Whether bnb keeps a tensor's state in 8 bits: 8-bit names, tensors >= 4096 elements."""
+    return bits == 8 and numel >= MIN_8BIT_SIZE
+
+
+def bnb_state_bytes(numel: int, *, states: int, bits: int) -> int:
+    """One tensor's state: ``states`` float32 buffers (bnb's 32-bit state is float32
+    whatever the parameter's dtype), or uint8 ones with a float32 absmax per 256-element
+    block (the last block partial)."""
+    if bnb_quantized(numel, bits=bits):
+        return states * blockwise_bytes(numel, bits=8, block_size=BLOCK_SIZE)
+    return states * 4 * numel
+
+
+def bnb_estimator(states: int) -> Estimator:
+    """The estimator of a bnb class with ``states`` buffers per parameter (AdamW 2, Lion
+    and RMSprop 1, AdEMAMix 3: its first buffer is doubled). 8-bit names keep embeddings
+    in 32 bits, as the builder does."""
+
+    def estimate(request: EstimateRequest) -> StateEstimate:
+        bits = request.spec.fixed.get("optim_bits", 32)
+        sizes = [(p.numel, 32 if p.module_type == "Embedding" else bits)
+                 for p in request.trainable]
+        total = sum(bnb_state_bytes(n, states=states, bits=b) for n, b in sizes)
+        if any(bnb_quantized(n, bits=b) for n, b in sizes):
+            total += QMAP_BYTES
+        paged = request.spec.fixed.get("is_paged")
+        return StateEstimate(total, notes=(PAGED_NOTE,) if paged else ())
+
+    estimate.__qualname__ = f"bnb_estimator({states})"
+    return estimate
+
+
+#: Buffers per parameter of each name's bnb class.
+STATES: dict[str, int] = {
+    **dict.fromkeys(("adamw_bnb_8bit", "paged_adamw_32bit", "paged_adamw_8bit"), 2),
+    **dict.fromkeys(("lion_8bit", "lion_32bit", "paged_lion_32bit", "paged_lion_8bit"), 1),
+    **dict.fromkeys(("rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit"), 1),
+    **dict.fromkeys(("ademamix", "ademamix_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit"),
+                    3),
+}
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
     for name, builder in BUILDERS.items():
-        register.builder(name, builder)
+        register.builder(name, builder, estimator=bnb_estimator(STATES[name]))

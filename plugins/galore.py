@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,17 +47,31 @@ from optimhub.errors import (
     OptimHubWarning,
     TargetModulesError,
 )
+from optimhub.memory import (
+    EstimateRequest,
+    ParamShape,
+    StateEstimate,
+    dense_bytes,
+    factored_elements,
+    low_rank_grad_shape,
+    projection_side,
+)
 
 __all__ = [
     "RANK_KEY",
     "check_bitsandbytes_for_galore_8bit",
     "check_galore_projection",
+    "estimate_galore_adafactor",
+    "estimate_galore_adamw",
+    "estimate_galore_adamw_8bit",
     "galore_builder",
     "install_checkpoint_hooks",
     "low_rank_groups",
     "low_rank_members",
+    "low_rank_request_groups",
     "projectors_from_dicts",
     "projectors_to_dicts",
+    "svd_projector_bytes",
     "version_tuple",
 ]
 
@@ -348,12 +363,108 @@ build_galore_adamw_8bit = galore_builder(
 build_galore_adafactor = galore_builder("GaLoreAdafactor")
 
 
+# -- memory estimates ----------------------------------------------------------------
+
+
+def low_rank_request_groups(
+    request: EstimateRequest,
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """One group per target weight, as ``low_rank_groups`` would place it (the rank capped
+    at the weight's smaller side), with shapes for parameters: what the builders' checks
+    (``check_galore_projection``, ``check_apollo_scaling``) read."""
+    options = {a.key: request.options[a.name] for a in request.spec.target_group_args
+               if a.name in request.options}
+    groups = [{**options, "params": [p], RANK_KEY: min(int(options[RANK_KEY]), *p.shape)}
+              for p in request.targets]
+    return groups, [[p.name] for p in request.targets]
+
+
+def svd_projector_bytes(param: ParamShape, rank: int, proj_type: str, grad_bytes: int) -> int:
+    """What GaLore's SVD projector keeps for one (m, n) weight, given the bytes per element
+    of the gradient it is fed.
+
+    For a float32 gradient ``Vh[:rank]`` / ``U[:, :rank]`` are views that keep the whole
+    SVD factor alive (min(m, n) x n on the right, m x min(m, n) on the left: about +4
+    bytes per parameter); any other dtype is cast, a copy of the rank rows or columns.
+    """
+    m, n = param.shape
+    k, r = min(m, n), min(rank, m, n)
+    side = projection_side(param.shape, proj_type)
+    if grad_bytes == 4:
+        return 4 * {"right": k * n, "left": m * k, "both": m * k + k * n}[side]
+    return grad_bytes * {"right": r * n, "left": m * r, "both": m * r + r * n}[side]
+
+
+def _low_rank_numel(param: ParamShape, request: EstimateRequest) -> int:
+    side = projection_side(param.shape, request.options["proj_type"])
+    return math.prod(low_rank_grad_shape(param.shape, request.options["rank"], side))
+
+
+def estimate_galore_adamw(request: EstimateRequest) -> StateEstimate:
+    """Targets: two low-rank moments and the projector, in the parameter's dtype; the
+    other parameters: AdamW's two full moments."""
+    groups, names = low_rank_request_groups(request)
+    check_galore_projection(request.spec.name, groups, names)
+    proj_type, rank = request.options["proj_type"], request.options["rank"]
+    low_rank = sum(
+        2 * _low_rank_numel(p, request) * p.dtype_bytes
+        + svd_projector_bytes(p, rank, proj_type, p.dtype_bytes)
+        for p in request.targets
+    )
+    return StateEstimate(low_rank + dense_bytes(request.dense, 2), notes=_factor_note(request))
+
+
+def estimate_galore_adafactor(request: EstimateRequest) -> StateEstimate:
+    """GaLoreAdafactor casts every gradient to float32 first: fp32 factored second moments
+    (of the low-rank gradient for targets) and an fp32 projector, whatever the dtype."""
+    groups, names = low_rank_request_groups(request)
+    check_galore_projection(request.spec.name, groups, names)
+    proj_type, rank = request.options["proj_type"], request.options["rank"]
+    total = 0
+    for p in request.targets:
+        side = projection_side(p.shape, proj_type)
+        total += 4 * factored_elements(low_rank_grad_shape(p.shape, rank, side))
+        total += svd_projector_bytes(p, rank, proj_type, 4)
+    total += sum(4 * factored_elements(p.shape) for p in request.dense)
+    return StateEstimate(total, notes=_factor_note(request, fp32_grads=True))
+
+
+def estimate_galore_adamw_8bit(request: EstimateRequest) -> StateEstimate:
+    """bitsandbytes' 8-bit AdamW rules (plugins/bitsandbytes.py) applied to each target's
+    low-rank gradient shape and to the other parameters, plus the projectors."""
+    from .bitsandbytes import QMAP_BYTES, bnb_quantized, bnb_state_bytes
+
+    groups, names = low_rank_request_groups(request)
+    check_galore_projection(request.spec.name, groups, names)
+    proj_type, rank = request.options["proj_type"], request.options["rank"]
+    sizes = [_low_rank_numel(p, request) for p in request.targets]
+    sizes += [p.numel for p in request.dense]
+    total = sum(bnb_state_bytes(n, states=2, bits=8) for n in sizes)
+    total += sum(svd_projector_bytes(p, rank, proj_type, p.dtype_bytes) for p in request.targets)
+    quantized = sum(bnb_quantized(n, bits=8) for n in sizes)
+    tables = quantized if request.layerwise else min(quantized, 1)  # one per optimizer
+    return StateEstimate(total + tables * QMAP_BYTES, notes=_factor_note(request))
+
+
+def _factor_note(request: EstimateRequest, *, fp32_grads: bool = False) -> tuple[str, ...]:
+    """Say so where the SVD projector keeps whole factors (float32 gradients)."""
+    if not any(fp32_grads or p.dtype_bytes == 4 for p in request.targets):
+        return ()
+    return ("the SVD projector of a float32 gradient keeps the whole SVD factor alive (a "
+            "view): about +4 bytes per target parameter",)
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
     # A layerwise name has its base's builder: the core calls it once per parameter.
-    register.builder("galore_adamw", build_galore_adamw)
-    register.builder("galore_adamw_layerwise", build_galore_adamw)
-    register.builder("galore_adamw_8bit", build_galore_adamw_8bit)
-    register.builder("galore_adamw_8bit_layerwise", build_galore_adamw_8bit)
-    register.builder("galore_adafactor", build_galore_adafactor)
-    register.builder("galore_adafactor_layerwise", build_galore_adafactor)
+    register.builder("galore_adamw", build_galore_adamw, estimator=estimate_galore_adamw)
+    register.builder("galore_adamw_layerwise", build_galore_adamw,
+                     estimator=estimate_galore_adamw)
+    register.builder("galore_adamw_8bit", build_galore_adamw_8bit,
+                     estimator=estimate_galore_adamw_8bit)
+    register.builder("galore_adamw_8bit_layerwise", build_galore_adamw_8bit,
+                     estimator=estimate_galore_adamw_8bit)
+    register.builder("galore_adafactor", build_galore_adafactor,
+                     estimator=estimate_galore_adafactor)
+    register.builder("galore_adafactor_layerwise", build_galore_adafactor,
+                     estimator=estimate_galore_adafactor)

@@ -22,8 +22,8 @@ its group (``beta1 * (1 - gamma) ** i``), so how parameters are grouped changes 
 (our decay / no-decay groups are HF's, so results match HF's); and ``gradient_clipping``
 clips each parameter's gradient separately, in place, inside ``step()``.
 
-Where we differ from HF (docs/_parts/differences-grokadamw.md): HF passes no Adam
-hyperparameters, so ``adam_beta1``, ``adam_beta2`` and ``adam_epsilon`` are silently
+Where we differ from HF (docs/differences-from-transformers.md, section grokadamw): HF passes
+no Adam hyperparameters, so ``adam_beta1``, ``adam_beta2`` and ``adam_epsilon`` are silently
 ignored there; we pass them (their HF defaults equal GrokAdamW's own, so default runs match).
 """
 
@@ -37,6 +37,7 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimHubWarning
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
 
 #: The warnings GrokAdamW's step() triggers through torch.cuda.amp.autocast(), each with the
 #: module it is attributed to: (message regex, category, module regex).
@@ -110,6 +111,15 @@ def state_into_groups(optimizer: torch.optim.Optimizer) -> None:
         }
 
 
+def estimate_grokadamw(request: EstimateRequest) -> StateEstimate:
+    """exp_avg, exp_avg_sq and grok_ema in the parameter's dtype, kept on the CPU."""
+    return StateEstimate(
+        dense_bytes(request.trainable, 3),
+        notes=("GrokAdamW keeps its state in CPU memory (it moves it to the parameter's "
+               "device and back on every step)",),
+    )
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("grokadamw", build_grokadamw)
+    register.builder("grokadamw", build_grokadamw, estimator=estimate_grokadamw)

@@ -11,9 +11,10 @@ NotImplementedError), ``optimizer.grad_norm(loss)`` must come first when
 cannot be shared with another optimizer. The learning rate that counts is the one passed to
 ``fused_backward``; ``param_groups[0]['lr']`` is only where a scheduler writes it.
 
-Where we differ from HF (docs/_parts/differences-lomo.md): HF passes only ``lr`` and drops
-``weight_decay``; we pass it. LOMO applies one decay to *every* parameter (biases and norm
-weights too): it has no param groups, so the hub's decay / no-decay split cannot apply.
+Where we differ from HF (docs/differences-from-transformers.md, section lomo): HF passes only
+``lr`` and drops ``weight_decay``; we pass it. LOMO applies one decay to *every* parameter
+(biases and norm weights too): it has no param groups, so the hub's decay / no-decay split
+cannot apply.
 
 Refused up front, before any hook is registered:
 
@@ -22,7 +23,9 @@ Refused up front, before any hook is registered:
   forces ``clip_grad_norm=1.0`` and calls ``torch.distributed.get_rank()`` on overflow, and
   ``fused_backward`` raises on the first overflowed step unless the loop skips it;
 - ``adalomo`` on parameters that are not on the CUDA device (its state is created with
-  ``.cuda()``; the core already refuses it without CUDA: capability ``cuda_only``).
+  ``.cuda()``; the core already refuses it without CUDA: capability ``cuda_only``);
+- a model that already carries a LOMO / AdaLomo's hooks: a second optimizer would update
+  every parameter twice per backward.
 
 Neither works under DistributedDataParallel (capability ``no_ddp``): the hooks apply each
 rank's local gradient before DDP averages it, so replicas drift apart (lomo-optim only
@@ -37,6 +40,7 @@ from torch import nn
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import BackendUnavailableError, CapabilityError, OptimArgsError
+from optimhub.memory import EstimateRequest, StateEstimate
 
 
 def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
@@ -44,6 +48,7 @@ def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
     model = _model(request)
     _refuse_group_rules(request)
     _refuse_float16(request.spec.name, model)
+    _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import Lomo
 
     return Lomo(model, weight_decay=request.weight_decay, **request.kwargs)
@@ -54,6 +59,7 @@ def build_adalomo(request: BuildRequest) -> torch.optim.Optimizer:
     model = _model(request)
     _refuse_group_rules(request)
     _require_cuda_parameters(request.spec.name, model)
+    _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import AdaLomo
 
     return AdaLomo(model, weight_decay=request.weight_decay, **request.kwargs)
@@ -88,6 +94,31 @@ def _refuse_float16(name: str, model: nn.Module) -> None:
         )
 
 
+def _refuse_hooked_model(name: str, model: nn.Module) -> None:
+    """One LOMO / AdaLomo per model: a second one would stack its hooks on the first's.
+
+    lomo-optim's gradient hooks cannot be removed, so building a second optimizer on the
+    same model (a retry in a notebook, a re-created Trainer) makes every backward update
+    each parameter twice, silently. Its hooks are recognised by their defining module.
+    """
+    hooked = [n for n, p in model.named_parameters() if p.requires_grad and _has_lomo_hook(p)]
+    if hooked:
+        raise CapabilityError(
+            f"optimizer {name!r}: this model already has a LOMO/AdaLomo optimizer attached "
+            f"({hooked[0]!r} and {len(hooked) - 1} more parameters carry its gradient hooks, "
+            "which lomo-optim registers for good), so a second one would update every "
+            "parameter twice per backward. Keep using the first optimizer, or build the new "
+            "one on a fresh copy of the model (e.g. reload it from its checkpoint)."
+        )
+
+
+def _has_lomo_hook(param: torch.Tensor) -> bool:
+    hooks = getattr(param, "_backward_hooks", None) or {}
+    return any(
+        str(getattr(hook, "__module__", "")).startswith("lomo_optim") for hook in hooks.values()
+    )
+
+
 def _require_cuda_parameters(name: str, model: nn.Module) -> None:
     elsewhere = [n for n, p in model.named_parameters() if p.device.type != "cuda"]
     if elsewhere:
@@ -98,7 +129,20 @@ def _require_cuda_parameters(name: str, model: nn.Module) -> None:
         )
 
 
+def estimate_lomo(request: EstimateRequest) -> StateEstimate:
+    """No state: LOMO is SGD applied inside backward (gradients: see fused backward)."""
+    return StateEstimate(0)
+
+
+def estimate_adalomo(request: EstimateRequest) -> StateEstimate:
+    """float32 factored second moments made at construction for *every* named parameter,
+    frozen ones included: ``shape[0] + shape[1]`` for matrices, ``shape[0]`` for vectors."""
+    return StateEstimate(4 * sum(
+        p.shape[0] if p.ndim == 1 else p.shape[0] + p.shape[1] for p in request.params
+    ))
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("lomo", build_lomo)
-    register.builder("adalomo", build_adalomo)
+    register.builder("lomo", build_lomo, estimator=estimate_lomo)
+    register.builder("adalomo", build_adalomo, estimator=estimate_adalomo)

@@ -4,7 +4,7 @@ As in HF, the constructor gets ``lr``, the Adam betas and epsilon, and ``weight_
 (which the decay / no-decay groups override per group). optimi has no default for ``lr``;
 the hub always passes one.
 
-Where we differ from HF (docs/_parts/differences-optimi.md):
+Where we differ from HF (docs/differences-from-transformers.md, section optimi):
 
 - ``kahan_sum`` and ``decouple_lr`` are typed booleans: HF reads them with ``bool(str)``,
   so ``kahan_sum=False`` turns Kahan summation *on* there;
@@ -19,6 +19,7 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimArgsError
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
 
 
 def build_stable_adamw(request: BuildRequest) -> torch.optim.Optimizer:
@@ -34,6 +35,18 @@ def build_stable_adamw(request: BuildRequest) -> torch.optim.Optimizer:
     return StableAdamW(request.param_groups, weight_decay=request.weight_decay, **request.kwargs)
 
 
+def estimate_stable_adamw(request: EstimateRequest) -> StateEstimate:
+    """exp_avg and exp_avg_sq in the parameter's dtype, plus a Kahan compensation buffer
+    for 16-bit parameters unless kahan_sum=false (eps_sq is a scalar)."""
+    kahan = request.options.get("kahan_sum") is not False
+    low_precision = [p for p in request.trainable if p.dtype_bytes == 2]
+    return StateEstimate(
+        dense_bytes(request.trainable, 2) + (dense_bytes(low_precision, 1) if kahan else 0),
+        notes=("with the Triton kernels (CUDA) each parameter tensor also gets 5 bytes of "
+               "scratch",),
+    )
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("stable_adamw", build_stable_adamw)
+    register.builder("stable_adamw", build_stable_adamw, estimator=estimate_stable_adamw)

@@ -9,7 +9,7 @@ silent), and a constant LR schedule. ``step()`` also normalises ``p.grad`` in pl
 
 As in HF, ``weight_decay`` is passed to the constructor as well as carried by the decay /
 no-decay groups (the groups win), and ``warmup_steps`` comes from the training arguments.
-Where we differ from HF (docs/_parts/differences-schedulefree.md):
+Where we differ from HF (docs/differences-from-transformers.md, section schedulefree):
 
 - a ``warmup_steps`` below 1 is a ratio of ``max_steps`` and becomes whole steps here; HF
   passes the float through, and ``(k+1)/0.1`` makes step 0 run at 10x the learning rate;
@@ -24,6 +24,7 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimArgsError
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
 
 
 def build_adamw(request: BuildRequest) -> torch.optim.Optimizer:
@@ -63,8 +64,18 @@ def _with_warmup(request: BuildRequest) -> dict[str, object]:
     }
 
 
+def estimate_adam_like(request: EstimateRequest) -> StateEstimate:
+    """z (the SGD sequence, a copy of the weights) and exp_avg_sq, in the parameter's dtype."""
+    return StateEstimate(dense_bytes(request.trainable, 2))
+
+
+def estimate_sgd(request: EstimateRequest) -> StateEstimate:
+    """z only."""
+    return StateEstimate(dense_bytes(request.trainable, 1))
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("schedule_free_adamw", build_adamw)
-    register.builder("schedule_free_radam", build_radam)
-    register.builder("schedule_free_sgd", build_sgd)
+    register.builder("schedule_free_adamw", build_adamw, estimator=estimate_adam_like)
+    register.builder("schedule_free_radam", build_radam, estimator=estimate_adam_like)
+    register.builder("schedule_free_sgd", build_sgd, estimator=estimate_sgd)

@@ -12,6 +12,7 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest, class_builder
 from optimhub.errors import OptimArgsError
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes, factored_elements
 
 
 def build_sgd(request: BuildRequest) -> torch.optim.Optimizer:
@@ -26,11 +27,47 @@ def build_sgd(request: BuildRequest) -> torch.optim.Optimizer:
     return torch.optim.SGD(request.param_groups, **request.kwargs)
 
 
+# -- memory estimates: torch keeps every buffer in the parameter's dtype ------------------
+
+
+def estimate_adamw(request: EstimateRequest) -> StateEstimate:
+    """exp_avg and exp_avg_sq (and max_exp_avg_sq with amsgrad)."""
+    return StateEstimate(dense_bytes(request.trainable, 3 if request.option("amsgrad") else 2))
+
+
+def estimate_sgd(request: EstimateRequest) -> StateEstimate:
+    """A momentum_buffer only when momentum is nonzero (torch's default is 0)."""
+    return StateEstimate(dense_bytes(request.trainable, 1 if request.option("momentum") else 0))
+
+
+def estimate_adagrad(request: EstimateRequest) -> StateEstimate:
+    """The running sum of squared gradients (created at construction)."""
+    return StateEstimate(dense_bytes(request.trainable, 1))
+
+
+def estimate_rmsprop(request: EstimateRequest) -> StateEstimate:
+    """square_avg, plus momentum_buffer with momentum > 0 and grad_avg when centered."""
+    buffers = 1 + bool(request.option("momentum")) + bool(request.option("centered"))
+    return StateEstimate(dense_bytes(request.trainable, buffers))
+
+
+def estimate_adafactor_torch(request: EstimateRequest) -> StateEstimate:
+    """row_var / col_var per matrix, the full variance for vectors; no first moment."""
+    return StateEstimate(
+        sum(factored_elements(p.shape) * p.dtype_bytes for p in request.trainable)
+    )
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("adamw_torch", class_builder("torch.optim", "AdamW"))
-    register.builder("adamw_torch_fused", class_builder("torch.optim", "AdamW"))
-    register.builder("sgd", build_sgd)
-    register.builder("adagrad", class_builder("torch.optim", "Adagrad"))
-    register.builder("rmsprop", class_builder("torch.optim", "RMSprop"))
-    register.builder("adafactor_torch", class_builder("torch.optim", "Adafactor"))
+    register.builder("adamw_torch", class_builder("torch.optim", "AdamW"),
+                     estimator=estimate_adamw)
+    register.builder("adamw_torch_fused", class_builder("torch.optim", "AdamW"),
+                     estimator=estimate_adamw)
+    register.builder("sgd", build_sgd, estimator=estimate_sgd)
+    register.builder("adagrad", class_builder("torch.optim", "Adagrad"),
+                     estimator=estimate_adagrad)
+    register.builder("rmsprop", class_builder("torch.optim", "RMSprop"),
+                     estimator=estimate_rmsprop)
+    register.builder("adafactor_torch", class_builder("torch.optim", "Adafactor"),
+                     estimator=estimate_adafactor_torch)

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import optimhub
 from optimhub.build import class_builder
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+
+
+def estimate_adamw(request: EstimateRequest) -> StateEstimate:
+    """exp_avg and exp_avg_sq in the parameter's dtype (fused into flat buffers)."""
+    return StateEstimate(dense_bytes(request.trainable, 2))
 
 
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("adamw_torch_npu_fused", class_builder("torch_npu.optim", "NpuFusedAdamW"))
+    register.builder("adamw_torch_npu_fused", class_builder("torch_npu.optim", "NpuFusedAdamW"),
+                     estimator=estimate_adamw)

@@ -4,7 +4,7 @@ Specs are in registry.toml. ``block_size`` is typed there (HF passes a user's va
 a str, which fails at the first step on any tensor of 4096+ elements) and defaults to 256
 for both names, as in HF (torchao's own 4-bit default is 128).
 
-Quirks the user should know (also in docs/_parts/differences-torchao.md):
+Quirks the user should know (also in docs/differences-from-transformers.md, section torchao):
 
 - Each step runs ``torch.compile(single_param_adam)``: the first step compiles once per
   new parameter shape/dtype (seconds on CPU, and it needs a C++ compiler there).
@@ -24,6 +24,7 @@ import torch
 import optimhub
 from optimhub.build import Builder, BuildRequest
 from optimhub.errors import OptimHubWarning
+from optimhub.memory import EstimateRequest, Estimator, StateEstimate, blockwise_bytes
 
 
 def torchao_builder(attribute: str) -> Builder:
@@ -54,7 +55,37 @@ def _warn_if_rounding_has_no_effect(request: BuildRequest) -> None:
         )
 
 
+# -- memory estimates ----------------------------------------------------------------
+
+#: torchao quantizes a tensor's state only from this many elements (bitsandbytes' rule).
+MIN_QUANTIZED_NUMEL = 4096
+#: Entries of the code table each quantized state tensor carries (float32): 2**bits.
+QMAP_ENTRIES = {8: 256, 4: 16}
+
+
+def torchao_estimator(bits: int) -> Estimator:
+    """exp_avg and exp_avg_sq: for tensors of >= 4096 elements whose size is a multiple
+    of block_size, ``bits`` per value, a float32 scale per block and the tensor's own
+    float32 code table; any other tensor keeps them in the parameter's dtype."""
+
+    def estimate(request: EstimateRequest) -> StateEstimate:
+        block = request.options["block_size"]
+        total = 0
+        for p in request.trainable:
+            if p.numel >= MIN_QUANTIZED_NUMEL and p.numel % block == 0:
+                one = blockwise_bytes(p.numel, bits=bits, block_size=block, ceil_blocks=False)
+                total += 2 * (one + 4 * QMAP_ENTRIES[bits])
+            else:
+                total += 2 * p.nbytes
+        return StateEstimate(total)
+
+    estimate.__qualname__ = f"torchao_estimator({bits})"
+    return estimate
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("adamw_torch_4bit", torchao_builder("AdamW4bit"))
-    register.builder("adamw_torch_8bit", torchao_builder("AdamW8bit"))
+    register.builder("adamw_torch_4bit", torchao_builder("AdamW4bit"),
+                     estimator=torchao_estimator(4))
+    register.builder("adamw_torch_8bit", torchao_builder("AdamW8bit"),
+                     estimator=torchao_estimator(8))

@@ -14,6 +14,7 @@ import torch
 
 import optimhub
 from optimhub.build import BuildRequest
+from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
 
 #: The options that name a torch dtype ("bfloat16" -> torch.bfloat16).
 DTYPE_OPTIONS = ("momentum_dtype", "variance_dtype", "compensation_buffer_dtype")
@@ -38,6 +39,19 @@ def build_anyprecision(request: BuildRequest) -> torch.optim.Optimizer:
     return AnyPrecisionAdamW(request.param_groups, **anyprecision_kwargs(request.kwargs))
 
 
+def estimate_anyprecision(request: EstimateRequest) -> StateEstimate:
+    """exp_avg in momentum_dtype, exp_avg_sq in variance_dtype, and with Kahan summation
+    a compensation buffer in compensation_buffer_dtype."""
+    options = request.options
+    dtypes = ["momentum_dtype", "variance_dtype"]
+    if options["use_kahan_summation"]:
+        dtypes.append("compensation_buffer_dtype")
+    return StateEstimate(sum(
+        dense_bytes(request.trainable, 1, torch_dtype(options[key]).itemsize) for key in dtypes
+    ))
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("adamw_anyprecision", build_anyprecision)
+    register.builder("adamw_anyprecision", build_anyprecision,
+                     estimator=estimate_anyprecision)

@@ -25,6 +25,7 @@ import optimhub
 from optimhub.arguments import OptimizerArguments
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimArgsError
+from optimhub.memory import EstimateRequest, StateEstimate, factored_elements
 
 #: The learning rate a user gets without setting one (HF's default, and optimhub's).
 DEFAULT_LEARNING_RATE = OptimizerArguments().learning_rate
@@ -61,6 +62,15 @@ def build_adafactor(request: BuildRequest) -> torch.optim.Optimizer:
     return Adafactor(request.param_groups, **kwargs)
 
 
+def estimate_adafactor(request: EstimateRequest) -> StateEstimate:
+    """HF Adafactor casts gradients to float32: factored fp32 second moments (rows and
+    columns per matrix, the full tensor for vectors), plus an fp32 first moment with beta1."""
+    first = request.option("beta1") is not None
+    return StateEstimate(4 * sum(
+        factored_elements(p.shape) + (p.numel if first else 0) for p in request.trainable
+    ))
+
+
 @optimhub.hookimpl
 def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    register.builder("adafactor", build_adafactor)
+    register.builder("adafactor", build_adafactor, estimator=estimate_adafactor)

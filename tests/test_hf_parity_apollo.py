@@ -1,5 +1,6 @@
 """For the APOLLO names, optimhub builds what ``Trainer.create_optimizer()`` builds, except
-where HF is wrong (docs/differences-from-transformers.md, section apollo), and each exception is a test here.
+where HF is wrong (docs/differences-from-transformers.md, section apollo), and each exception
+is a test here.
 
 HF passes lr to the constructor and the adam betas/eps into the target group only, and
 no weight decay: its other parameters get APOLLOAdamW's defaults (betas (0.9, 0.999),

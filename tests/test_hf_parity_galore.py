@@ -1,5 +1,6 @@
 """For the GaLore names, optimhub builds what ``Trainer.create_optimizer()`` builds, except
-where HF is wrong (docs/differences-from-transformers.md, section galore), and each exception is a test here.
+where HF is wrong (docs/differences-from-transformers.md, section galore), and each exception
+is a test here.
 
 HF's handler passes only ``lr``: its groups get no weight decay and GaLoreAdamW's own
 betas (0.9, 0.999) and eps 1e-6. Given exactly those values (``HF_APPLIES``), optimhub's

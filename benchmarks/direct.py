@@ -1,0 +1,322 @@
+"""Every runnable catalog name built by hand, without optimhub, and the two-step harness
+that measures what an optimizer holds: shared by ``benchmarks/state_memory.py`` and
+``tests/test_state_memory.py``.
+
+It lives here, not in tests/, because it is the benchmark's own material: code that knows
+the backends by name and constructs each class as its documentation says, the way a user
+without the hub would. The test imports it so the benchmark's claim (hub == direct, to the
+byte) is checked on every CI run rather than only when someone runs the script.
+
+Groups are made by hand the Hugging Face way: decay / no-decay (biases and norm weights),
+plus one low-rank group holding the attention and MLP weights with the backend's keys.
+The rank is passed as given, so callers keep it at or below every target's smaller side
+(the hub caps it per weight; :func:`build_direct` refuses a rank it would have to cap).
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import optimhub
+from optimhub.testing import state_bytes
+
+LR = 1e-3
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+#: The modules whose weights low-rank names project (HF's usual choice).
+TARGET_MODULES = [r".*attn.*", r".*mlp.*"]
+STEPS = 2
+#: Names whose rank is part of what they are (APOLLO-Mini is rank 1): not overridden.
+FIXED_RANK = {"apollo_mini": 1}
+
+#: Loss of a model on one batch.
+Loss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def quiet_backend_warnings() -> None:
+    """Silence the per-step warnings of GrokAdamW (deprecated autocast), bnb's and the
+    hub's paged-without-CUDA notices: a table, not a log, is the benchmark's output."""
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.autocast.*")
+    warnings.filterwarnings("ignore", message=r"CUDA is not available.*Disabling autocast")
+    warnings.filterwarnings("ignore", message=r"Paged optimizers are not supported on CPU")
+    warnings.filterwarnings("ignore", category=optimhub.OptimHubWarning)
+
+
+# ============================================================================ the loop
+def lm_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    logits = model(tokens[:, :-1])
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1)
+    )
+
+
+def batches(vocab: int, steps: int = STEPS, batch: int = 2, length: int = 9
+            ) -> list[torch.Tensor]:
+    return [torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(s))
+            for s in range(steps)]
+
+
+def hub_kwargs(name: str, rank: int) -> dict[str, Any]:
+    """What the hub is given: lr, and for low-rank names the targets and the rank."""
+    kwargs: dict[str, Any] = {"lr": LR}
+    spec = optimhub.get_spec(name)
+    if spec.has("target_modules"):
+        kwargs["optim_target_modules"] = TARGET_MODULES
+        kwargs["optim_args"] = f"rank={FIXED_RANK.get(name, rank)}"
+    return kwargs
+
+
+def measure_hub(name: str, model: nn.Module, data: list[torch.Tensor], rank: int,
+                loss: Loss = lm_loss) -> int:
+    """Bytes of state after ``len(data)`` steps of the optimizer the hub builds (driven by
+    ``optimhub.drive``, so schedule-free, fused-backward and layerwise names step right)."""
+    optimizer = optimhub.create_optimizer(name, model, **hub_kwargs(name, rank))
+    driver = optimhub.drive(optimizer, model=model)
+    for batch in data:
+        driver.backward(loss(model, batch))
+        driver.step()
+    measured = state_bytes(optimizer)
+    if hasattr(optimizer, "close"):
+        optimizer.close()
+    return measured
+
+
+def measure_direct(name: str, model: nn.Module, data: list[torch.Tensor], rank: int,
+                   loss: Loss = lm_loss) -> int:
+    """The same, for the backend class constructed by hand (:func:`build_direct`)."""
+    with build_direct(name, model, rank) as run:
+        for batch in data:
+            run.train_step(loss(model, batch))
+        return run.state_bytes()
+
+
+# ============================================================================ groups
+def target_names(model: nn.Module) -> set[str]:
+    """The weights of the attention and MLP Linears (what TARGET_MODULES selects)."""
+    return {f"{n}.weight" for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and (".self_attn." in n or ".mlp." in n
+                                             or ".attn." in n)}
+
+
+def hf_groups(model: nn.Module, low_rank: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """decay / no-decay groups (weight decay 0 here), plus the low-rank target group."""
+    targets = target_names(model) if low_rank is not None else set()
+    decay, no_decay, chosen = [], [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name in targets:
+            if low_rank and low_rank["rank"] > min(param.shape):
+                raise ValueError(f"rank {low_rank['rank']} > the smaller side of {name}")
+            chosen.append(param)
+        elif "bias" in name or "norm" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}]
+    if chosen:
+        groups.append({"params": chosen, "weight_decay": 0.0, **(low_rank or {})})
+    return [g for g in groups if g["params"]]
+
+
+# ============================================================================ the runs
+@dataclass
+class DirectRun:
+    """One hand-built optimizer (or one per parameter, for layerwise) and how to step it."""
+
+    optimizers: list[Any]
+    kind: str = "plain"  # plain | schedule_free | fused | layerwise
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def train_step(self, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers[0]
+        if self.kind == "fused":
+            optimizer.fused_backward(loss, LR)
+            return
+        loss.backward()
+        if self.kind == "layerwise":
+            return  # stepped in the hooks
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def state_bytes(self) -> int:
+        return sum(state_bytes(o) for o in self.optimizers)
+
+    def __enter__(self) -> DirectRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for undo in self.cleanup:
+            undo()
+
+
+def build_direct(name: str, model: nn.Module, rank: int) -> DirectRun:
+    """``name``'s backend class, constructed by hand on hand-made groups."""
+    if name not in DIRECT:
+        raise KeyError(f"no direct construction for {name!r}")
+    return DIRECT[name](model, rank)
+
+
+def _plain(factory: Callable[[list[dict[str, Any]]], Any], low_rank: dict[str, Any] | None = None,
+           kind: str = "plain") -> Callable[[nn.Module, int], DirectRun]:
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        keys = None if low_rank is None else {"rank": rank, **low_rank}
+        optimizer = factory(hf_groups(model, keys))
+        if kind == "schedule_free":
+            optimizer.train()
+        return DirectRun([optimizer], kind)
+
+    return build
+
+
+def _layerwise(factory: Callable[[list[dict[str, Any]]], Any], low_rank: dict[str, Any]
+               ) -> Callable[[nn.Module, int], DirectRun]:
+    """HF's layerwise recipe: one optimizer per parameter, stepped from its
+    post-accumulate-grad hook."""
+
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        run = DirectRun([], "layerwise")
+        for group in hf_groups(model, {"rank": rank, **low_rank}):
+            for param in group["params"]:
+                optimizer = factory([{**group, "params": [param]}])
+                run.optimizers.append(optimizer)
+                handle = param.register_post_accumulate_grad_hook(_stepper(optimizer))
+                run.cleanup.append(handle.remove)
+        return run
+
+    return build
+
+
+def _stepper(optimizer: Any) -> Callable[[torch.Tensor], None]:
+    def step(_: torch.Tensor) -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _bnb(cls: str, bits: int, **kwargs: Any) -> Callable[[nn.Module, int], DirectRun]:
+    """A bitsandbytes class; 8-bit names keep embeddings in 32 bits (HF does the same, by
+    module; here per parameter, dropped afterwards). Paging only where CUDA is."""
+
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        import bitsandbytes as bnb
+
+        extra = dict(kwargs)
+        if "is_paged" in extra:
+            extra["is_paged"] = extra["is_paged"] and torch.cuda.is_available()
+        optimizer = getattr(bnb.optim, cls)(hf_groups(model), optim_bits=bits, **extra)
+        run = DirectRun([optimizer])
+        if bits == 8:
+            manager = bnb.optim.GlobalOptimManager.get_instance()
+            for module in model.modules():
+                if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+                    manager.override_config(module.weight, "optim_bits", 32)
+                    key = id(module.weight)
+                    run.cleanup.append(lambda key=key: manager.pid2config.pop(key, None))
+                    weakref.finalize(module.weight, manager.pid2config.pop, key, None)
+        return run
+
+    return build
+
+
+def _imported(module: str, attribute: str) -> Callable[..., Any]:
+    def construct(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    return construct
+
+
+def _lomo(model: nn.Module, rank: int) -> DirectRun:
+    from lomo_optim import Lomo
+
+    return DirectRun([Lomo(model, lr=LR, weight_decay=0.0)], "fused")
+
+
+_ADAM = {"lr": LR, "betas": BETAS, "eps": EPS}
+_APOLLO = {"proj": "random", "scale_type": "channel", "update_proj_gap": 200, "scale": 1.0,
+           "proj_type": "std"}
+_APOLLO_MINI = {**_APOLLO, "rank": FIXED_RANK["apollo_mini"], "scale_type": "tensor",
+                "scale": 128.0}
+_GALORE = {"update_proj_gap": 200, "scale": 0.25, "proj_type": "std"}
+_ADAFACTOR_ABSOLUTE = {"lr": LR, "relative_step": False, "scale_parameter": False}
+
+_apollo = _imported("apollo_torch", "APOLLOAdamW")
+_galore_adamw = _imported("galore_torch", "GaLoreAdamW")
+_galore_adafactor = _imported("galore_torch", "GaLoreAdafactor")
+
+
+def _torchao(attribute: str) -> Callable[[nn.Module, int], DirectRun]:
+    construct = _imported("torchao.optim", attribute)
+    return _plain(lambda g: construct(g, **_ADAM, block_size=256))
+
+
+def _schedulefree(attribute: str, **kwargs: Any) -> Callable[[nn.Module, int], DirectRun]:
+    construct = _imported("schedulefree", attribute)
+    return _plain(lambda g: construct(g, lr=LR, **kwargs), kind="schedule_free")
+
+
+#: name -> how to build it by hand: (model, rank) -> DirectRun.
+DIRECT: dict[str, Callable[[nn.Module, int], DirectRun]] = {
+    "adamw_torch": _plain(lambda g: torch.optim.AdamW(g, **_ADAM)),
+    "adamw_torch_fused": _plain(lambda g: torch.optim.AdamW(g, **_ADAM, fused=True)),
+    "sgd": _plain(lambda g: torch.optim.SGD(g, lr=LR)),
+    "adagrad": _plain(lambda g: torch.optim.Adagrad(g, lr=LR)),
+    "rmsprop": _plain(lambda g: torch.optim.RMSprop(g, lr=LR)),
+    "adafactor_torch": _plain(lambda g: torch.optim.Adafactor(g, lr=LR)),
+    "adafactor": _plain(lambda g: _imported("transformers.optimization", "Adafactor")(
+        g, **_ADAFACTOR_ABSOLUTE)),
+    "apollo_adamw": _plain(lambda g: _apollo(g, **_ADAM), _APOLLO),
+    "apollo_mini": _plain(lambda g: _apollo(g, **_ADAM), _APOLLO_MINI),
+    "apollo_adamw_layerwise": _layerwise(lambda g: _apollo(g, **_ADAM), _APOLLO),
+    "galore_adamw": _plain(lambda g: _galore_adamw(g, **_ADAM, no_deprecation_warning=True),
+                           _GALORE),
+    "galore_adamw_layerwise": _layerwise(
+        lambda g: _galore_adamw(g, **_ADAM, no_deprecation_warning=True), _GALORE),
+    "galore_adafactor": _plain(lambda g: _galore_adafactor(g, **_ADAFACTOR_ABSOLUTE), _GALORE),
+    "galore_adafactor_layerwise": _layerwise(
+        lambda g: _galore_adafactor(g, **_ADAFACTOR_ABSOLUTE), _GALORE),
+    "grokadamw": _plain(lambda g: _imported("grokadamw", "GrokAdamW")(g, **_ADAM)),
+    "lomo": _lomo,
+    "adamw_bnb_8bit": _bnb("AdamW", 8, **_ADAM, is_paged=False),
+    "paged_adamw_32bit": _bnb("AdamW", 32, **_ADAM, is_paged=True),
+    "paged_adamw_8bit": _bnb("AdamW", 8, **_ADAM, is_paged=True),
+    "lion_8bit": _bnb("Lion", 8, lr=LR, betas=BETAS),
+    "lion_32bit": _bnb("Lion", 32, lr=LR, betas=BETAS),
+    "paged_lion_32bit": _bnb("Lion", 32, lr=LR, betas=BETAS, is_paged=True),
+    "paged_lion_8bit": _bnb("Lion", 8, lr=LR, betas=BETAS, is_paged=True),
+    "rmsprop_bnb": _bnb("RMSprop", 32, lr=LR),
+    "rmsprop_bnb_8bit": _bnb("RMSprop", 8, lr=LR),
+    "rmsprop_bnb_32bit": _bnb("RMSprop", 32, lr=LR),
+    "ademamix": _bnb("AdEMAMix", 32, lr=LR, betas=(*BETAS, 0.9999), eps=EPS),
+    "ademamix_8bit": _bnb("AdEMAMix", 8, lr=LR, betas=(*BETAS, 0.9999), eps=EPS),
+    "paged_ademamix_32bit": _bnb("AdEMAMix", 32, lr=LR, betas=(*BETAS, 0.9999), eps=EPS,
+                                 is_paged=True),
+    "paged_ademamix_8bit": _bnb("AdEMAMix", 8, lr=LR, betas=(*BETAS, 0.9999), eps=EPS,
+                                is_paged=True),
+    "adamw_torch_4bit": _torchao("AdamW4bit"),
+    "adamw_torch_8bit": _torchao("AdamW8bit"),
+    "stable_adamw": _plain(lambda g: _imported("optimi", "StableAdamW")(g, **_ADAM)),
+    "schedule_free_adamw": _schedulefree("AdamWScheduleFree", betas=BETAS, eps=EPS),
+    "schedule_free_radam": _schedulefree("RAdamScheduleFree", betas=BETAS, eps=EPS),
+    "schedule_free_sgd": _schedulefree("SGDScheduleFree"),
+    "sign_sgd": _plain(lambda g: _imported("optimhub_example_plugin", "SignSGD")(g, lr=LR)),
+}
+
+
+def runnable_names() -> Iterator[str]:
+    """Catalog names that run on this machine (backend installed, device fits)."""
+    from optimhub.testing import readiness
+
+    for spec in optimhub.list_optimizers():
+        if readiness(spec).action == "run":
+            yield spec.name

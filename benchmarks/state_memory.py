@@ -1,0 +1,121 @@
+"""Optimizer state memory of every runnable name, measured, built directly and estimated.
+
+On one reference model (a two-layer Llama-shaped decoder, hidden 256, from
+``optimhub.memory.LlamaShaped``: big enough that 8-bit quantization applies), each name
+is built twice, through the hub and by hand (``benchmarks/direct.py``: the backend class
+constructed as its documentation says), stepped twice, and measured with
+``optimhub.testing.state_bytes`` (every tensor the optimizer object holds, wherever the
+backend keeps it). Columns, in bytes of state per trainable parameter:
+
+- ``hub``: built by ``optimhub.create_optimizer`` (driven by ``optimhub.drive``);
+- ``direct``: built by hand; ``hub-direct`` is the difference in bytes (must be 0);
+- ``estimate``: ``optimhub.estimate`` before anything was built, and its error;
+- ``vs AdamW``: ``hub`` / 8.0 (AdamW with fp32 moments).
+
+    .venv/bin/python benchmarks/state_memory.py [--names adamw_torch,galore_adamw] [--json]
+
+Always exits 0: it measures, the tests judge (tests/test_state_memory.py, test_estimate.py).
+torchao compiles its step per tensor shape: expect a minute for its two names on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+from direct import (
+    DIRECT,
+    batches,
+    hub_kwargs,
+    measure_direct,
+    measure_hub,
+    quiet_backend_warnings,
+    runnable_names,
+)
+
+import optimhub
+from optimhub.memory import parse_model_spec
+
+REFERENCE = "llama:hidden=256,layers=2,vocab=2048,intermediate=688,heads=8"
+RANK = 32
+ADAMW = 8.0
+
+
+def measure(name: str) -> dict[str, Any]:
+    shape = parse_model_spec(REFERENCE)
+    data = batches(shape.vocab)
+    row: dict[str, Any] = {"name": name}
+    started = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        model = shape.build("cpu")
+        count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        row["estimate_bytes"] = optimhub.estimate(name, model, **hub_kwargs(name, RANK)).state_bytes
+        row["hub_bytes"] = measure_hub(name, model, data, RANK)
+        if name in DIRECT:
+            torch.manual_seed(0)
+            row["direct_bytes"] = measure_direct(name, shape.build("cpu"), data, RANK)
+        row["params"] = count
+    except Exception as exc:  # a table row, not a crash: the tests judge
+        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    headers = ["name", "hub B/param", "direct B/param", "hub-direct (B)", "estimate B/param",
+               "estimate err", "vs AdamW"]
+    lines = []
+    for row in rows:
+        if "error" in row:
+            lines.append([row["name"], "error: " + row["error"], "", "", "", "", ""])
+            continue
+        count, hub = row["params"], row["hub_bytes"]
+        direct = row.get("direct_bytes")
+        estimate = row["estimate_bytes"]
+        error = "exact" if estimate == hub else (
+            f"{(estimate - hub) / hub:+.2%}" if hub else f"{estimate - hub:+,} B")
+        lines.append([
+            row["name"], f"{hub / count:.4f}",
+            "-" if direct is None else f"{direct / count:.4f}",
+            "-" if direct is None else f"{hub - direct:,}",
+            f"{estimate / count:.4f}", error, f"{hub / count / ADAMW:.3f}",
+        ])
+    widths = [max(len(str(x)) for x in [h, *(r[i] for r in lines)]) for i, h in enumerate(headers)]
+    out = []
+    for cells in [headers, ["-" * w for w in widths], *lines]:
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--names", help="comma-separated names (default: every runnable one)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    quiet_backend_warnings()
+    names = args.names.split(",") if args.names else list(runnable_names())
+    rows = []
+    for name in names:
+        rows.append(measure(name))
+        print(f"  measured {name} ({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps({"model": REFERENCE, "rank": RANK, "rows": rows}, indent=2))
+        return 0
+    count = rows[0].get("params", 0) if rows else 0
+    print(f"reference model: {REFERENCE} ({count:,} parameters, fp32); low-rank names: "
+          f"rank {RANK} on the attention and MLP weights; state after 2 steps\n")
+    print(table(rows))
+    differing = [r["name"] for r in rows if "direct_bytes" in r and r["direct_bytes"] !=
+                 r["hub_bytes"]]
+    print(f"\nhub == direct for {sum('direct_bytes' in r for r in rows) - len(differing)} "
+          f"names" + (f"; DIFFERENT: {', '.join(differing)}" if differing else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
