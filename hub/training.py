@@ -46,19 +46,12 @@ __all__ = ["TrainingDriver", "check_loop_contract", "drive"]
 
 
 def drive(
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any | None = None,
-    *,
-    max_grad_norm: float | None = None,
-    gradient_accumulation_steps: int = 1,
-    model: nn.Module | None = None,
-    closure: Callable[[], torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer, scheduler: Any | None = None, **settings: Any
 ) -> TrainingDriver:
-    """Build the :class:`TrainingDriver` for an optimizer (built by optimhub or not)."""
-    return TrainingDriver(
-        optimizer, scheduler, max_grad_norm=max_grad_norm,
-        gradient_accumulation_steps=gradient_accumulation_steps, model=model, closure=closure,
-    )
+    """Build the :class:`TrainingDriver` for an optimizer (built by optimhub or not);
+    ``settings`` are its keyword arguments (max_grad_norm, gradient_accumulation_steps,
+    model, closure)."""
+    return TrainingDriver(optimizer, scheduler, **settings)
 
 
 class TrainingDriver:
