@@ -8,11 +8,13 @@ backends call ``logging.basicConfig`` at import).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,8 +44,14 @@ def is_installed(spec: OptimizerSpec) -> bool:
 
 
 def installed_version(spec: OptimizerSpec) -> str | None:
+    return _distribution_version(spec.distribution)
+
+
+@functools.cache
+def _distribution_version(distribution: str) -> str | None:
+    """Reading package metadata costs ~1 ms; a process does not change its packages."""
     try:
-        return importlib.metadata.version(spec.distribution)
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
 
@@ -71,8 +79,11 @@ def import_backend(spec: OptimizerSpec) -> ModuleType:
             f"{spec.install_command}"
         )
     try:
-        with preserve_root_logger():
+        if spec.import_name in sys.modules:  # imported before: nothing left to guard against
             module = importlib.import_module(spec.import_name)
+        else:
+            with preserve_root_logger():
+                module = importlib.import_module(spec.import_name)
     except ImportError as exc:
         raise MissingBackendError(
             f"optimizer {spec.name!r}: importing {spec.import_name!r} failed with "

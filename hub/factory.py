@@ -217,8 +217,12 @@ def _check_parameters(
 
 def _check_eps_representable(eps: float, trainable: list[tuple[str, Any]]) -> None:
     """An eps that rounds to 0 in a parameter's dtype (1e-8 in float16) gives 0/0 = NaN."""
+    checked: set[torch.dtype] = set()
     for name, param in trainable:
-        if param.is_floating_point() and torch.tensor(eps, dtype=param.dtype).item() == 0:
+        if param.dtype in checked or not param.is_floating_point():
+            continue
+        checked.add(param.dtype)
+        if torch.tensor(eps, dtype=param.dtype).item() == 0:
             smallest = torch.finfo(param.dtype).tiny
             raise OptimArgsError(
                 f"adam_epsilon={eps!r} is 0 in {param.dtype} (parameter {name!r}), so Adam "
