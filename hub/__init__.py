@@ -1,7 +1,7 @@
 """optimhub: one front door to the memory-efficient PyTorch optimizers.
 
     import optimhub
-    opt = optimhub.create_optimizer("apollo_adamw", model, training_args)
+    opt = optimhub.create_optimizer("adamw_torch", model, training_args)
 
 Importing this package loads no backend, no transformers and no plugin: the catalog and
 the plugins load on first use, the backends only when an optimizer is built.

@@ -407,7 +407,7 @@ def _add_compare_parser(commands: Any) -> None:
                          help="learning rate for every name, or NAME=LR for one (repeatable); "
                          "default: derived from each optimizer's spec")
     compare.add_argument("--optim-args", action="append", metavar="NAME:K=V[,K=V]",
-                         help="optim_args for one name, e.g. apollo_adamw:rank=4,scale=1 "
+                         help="optim_args for one name, e.g. NAME:rank=4,scale=1 "
                          "(repeatable; merged over the defaults)")
     compare.add_argument("--batch-size", type=int, default=16, metavar="B",
                          help="sequences per step (default 16)")

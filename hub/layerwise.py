@@ -188,7 +188,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
 
 
 def _assign(group: dict[str, Any], key: str, value: Any) -> None:
-    """Set a group value in place; some backends (torchao) keep lr as a 0-d tensor."""
+    """Set a group value in place; some backends keep lr as a 0-d tensor."""
     current = group.get(key)
     if isinstance(current, torch.Tensor):
         current.fill_(value)

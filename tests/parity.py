@@ -7,7 +7,7 @@ after identical steps are compared.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -50,9 +50,15 @@ def groups_by_name(optimizer: torch.optim.Optimizer, model: nn.Module,
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 5,
           backward: Callable[[torch.Tensor], None] | None = None) -> list[float]:
-    """Identical steps on generated data; returns the losses."""
+    """Identical steps on generated data (batch seed = step); returns the losses."""
+    return train_on_batches(model, optimizer, range(steps), backward)
+
+
+def train_on_batches(model: nn.Module, optimizer: torch.optim.Optimizer, seeds: Iterable[int],
+                     backward: Callable[[torch.Tensor], None] | None = None) -> list[float]:
+    """One plain step per batch seed (``backward`` replaces backward+step when given)."""
     losses = []
-    for step in range(steps):
+    for step in seeds:
         optimizer.zero_grad()
         loss = lm_loss(model, lm_batch(seed=step))
         (backward or torch.Tensor.backward)(loss)

@@ -11,7 +11,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import lm_batch, lm_loss, make_tiny_lm
+from conftest import make_tiny_lm
+from parity import train_on_batches
 
 import optimhub
 from optimhub.errors import OptimArgsError, OptimHubWarning
@@ -22,14 +23,7 @@ STATE_KEYS = {"step", "exp_avg", "exp_avg_sq", "grok_ema"}
 
 
 def _steps(model, optimizer, seeds) -> list[float]:
-    losses = []
-    for seed in seeds:
-        optimizer.zero_grad()
-        loss = lm_loss(model, lm_batch(seed=seed))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    return train_on_batches(model, optimizer, seeds)
 
 
 def _build(model, **overrides):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import lm_batch, lm_loss, make_tiny_lm
+from parity import train_on_batches
 
 import optimhub
 from optimhub.errors import OptimArgsError
@@ -23,14 +24,7 @@ LR = {"schedule_free_adamw": 1e-2, "schedule_free_radam": 1e-2, "schedule_free_s
 
 
 def _steps(model, optimizer, count: int) -> list[float]:
-    losses = []
-    for _ in range(count):
-        optimizer.zero_grad()
-        loss = lm_loss(model, lm_batch(seed=1))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    return train_on_batches(model, optimizer, [1] * count)
 
 
 def test_specs():
