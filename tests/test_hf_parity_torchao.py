@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import make_tiny_lm
 from parity import groups_by_name, hf_optimizer, max_difference, train, training_args
-from torch import nn
+from test_backend_torchao import pair, train_pair
 
 import optimhub
 
@@ -29,27 +29,6 @@ pytestmark = pytest.mark.filterwarnings(  # emitted by torch.compile, about torc
     "ignore:OptimState.bit does not implement _stable_hash_for_caching:UserWarning",
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",
 )
-
-
-def pair() -> nn.Module:
-    """Two same-shaped Linear weights of 4096 elements: low-bit state, one compiled shape."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 64, bias=False), nn.Tanh(), nn.Linear(64, 64, bias=False))
-
-
-def train_pair(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 3
-               ) -> list[float]:
-    """Identical steps on one fixed regression batch; returns the losses."""
-    generator = torch.Generator().manual_seed(1)
-    inputs, targets = (torch.randn(16, 64, generator=generator) for _ in range(2))
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = (model(inputs) - targets).square().mean()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 @pytest.mark.slow  # the first call compiles 10 graphs: 5 shapes, for HF's int 0 and our False

@@ -13,6 +13,7 @@ import re
 import pytest
 import torch
 from torch import nn
+from toy_models import HIDDEN, ToyLM, tiny_llama
 
 from optimhub.errors import OptimArgsError, OptimArgsTypeError, OptimHubError, TargetModulesError
 from optimhub.param_groups import (
@@ -31,14 +32,9 @@ from transformers import (  # noqa: E402
     BertForMaskedLM,
     GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
     Trainer,
     TrainingArguments,
 )
-
-HIDDEN = 16
-
 
 # -- models --------------------------------------------------------------------------
 
@@ -53,40 +49,6 @@ class MyRMSNorm(nn.Module):
 
 class MyLayerNorm(nn.LayerNorm):
     """A LayerNorm subclass: excluded by type, whatever its name."""
-
-
-class Attention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(HIDDEN, HIDDEN)
-        self.k_proj = nn.Linear(HIDDEN, HIDDEN, bias=False)
-        self.v_proj = nn.Linear(HIDDEN, HIDDEN, bias=False)
-        self.o_proj = nn.Linear(HIDDEN, HIDDEN)
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.up_proj = nn.Linear(HIDDEN, 2 * HIDDEN)
-        self.down_proj = nn.Linear(2 * HIDDEN, HIDDEN)
-
-
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_norm = nn.LayerNorm(HIDDEN)
-        self.attn = Attention()
-        self.post_norm = nn.LayerNorm(HIDDEN)
-        self.mlp = MLP()
-
-
-class ToyLM(nn.Module):
-    def __init__(self, n_layers: int = 2, vocab: int = 32) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, HIDDEN)
-        self.layers = nn.ModuleList(Block() for _ in range(n_layers))
-        self.norm = nn.LayerNorm(HIDDEN)
-        self.lm_head = nn.Linear(HIDDEN, vocab, bias=False)
 
 
 class OddBlock(nn.Module):
@@ -114,19 +76,6 @@ class OddLM(nn.Module):
         self.lm_head.weight = self.embed_tokens.weight  # tied
         self.scale = nn.Parameter(torch.ones(1))  # root parameter, decayed
         self.pos_bias = nn.Parameter(torch.zeros(HIDDEN))  # root parameter, "bias"
-
-
-def tiny_llama(tie: bool = False) -> nn.Module:
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-        tie_word_embeddings=tie,
-    )
-    return LlamaForCausalLM(config)
 
 
 def tiny_gpt2() -> nn.Module:
