@@ -56,6 +56,7 @@ __all__ = [
     "StateEstimate",
     "blockwise_bytes",
     "dense_bytes",
+    "dense_estimator",
     "describe_model",
     "estimate",
     "estimate_from_request",
@@ -222,6 +223,17 @@ def dense_bytes(params: Iterable[ParamShape], moments: int, dtype_bytes: int | N
     """``moments`` full-size buffers per parameter, in the parameter's dtype unless
     ``dtype_bytes`` is given (AdamW: 2; SGD with momentum: 1; AMSGrad: 3)."""
     return sum(p.numel * moments * (dtype_bytes or p.dtype_bytes) for p in params)
+
+
+def dense_estimator(moments: int, doc: str) -> Estimator:
+    """The estimator of a backend that keeps ``moments`` full-size buffers per parameter in
+    the parameter's dtype, whatever its options; ``doc`` names the buffers."""
+
+    def estimate_dense(request: EstimateRequest) -> StateEstimate:
+        return StateEstimate(dense_bytes(request.trainable, moments))
+
+    estimate_dense.__doc__ = doc
+    return estimate_dense
 
 
 def factored_elements(shape: Sequence[int]) -> int:

@@ -24,7 +24,7 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest
 from optimhub.errors import OptimArgsError
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+from optimhub.memory import dense_estimator
 
 
 def build_adamw(request: BuildRequest) -> torch.optim.Optimizer:
@@ -64,14 +64,9 @@ def _with_warmup(request: BuildRequest) -> dict[str, object]:
     }
 
 
-def estimate_adam_like(request: EstimateRequest) -> StateEstimate:
-    """z (the SGD sequence, a copy of the weights) and exp_avg_sq, in the parameter's dtype."""
-    return StateEstimate(dense_bytes(request.trainable, 2))
-
-
-def estimate_sgd(request: EstimateRequest) -> StateEstimate:
-    """z only."""
-    return StateEstimate(dense_bytes(request.trainable, 1))
+estimate_adam_like = dense_estimator(
+    2, "z (the SGD sequence, a copy of the weights) and exp_avg_sq, in the parameter's dtype.")
+estimate_sgd = dense_estimator(1, "z only.")
 
 
 @optimhub.hookimpl

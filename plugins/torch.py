@@ -12,7 +12,13 @@ import torch
 import optimhub
 from optimhub.build import BuildRequest, class_builder
 from optimhub.errors import OptimArgsError
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes, factored_elements
+from optimhub.memory import (
+    EstimateRequest,
+    StateEstimate,
+    dense_bytes,
+    dense_estimator,
+    factored_elements,
+)
 
 
 def build_sgd(request: BuildRequest) -> torch.optim.Optimizer:
@@ -40,9 +46,8 @@ def estimate_sgd(request: EstimateRequest) -> StateEstimate:
     return StateEstimate(dense_bytes(request.trainable, 1 if request.option("momentum") else 0))
 
 
-def estimate_adagrad(request: EstimateRequest) -> StateEstimate:
-    """The running sum of squared gradients (created at construction)."""
-    return StateEstimate(dense_bytes(request.trainable, 1))
+estimate_adagrad = dense_estimator(
+    1, "The running sum of squared gradients (created at construction).")
 
 
 def estimate_rmsprop(request: EstimateRequest) -> StateEstimate:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import optimhub
 from optimhub.build import class_builder
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+from optimhub.memory import dense_estimator
 
-
-def estimate_adamw(request: EstimateRequest) -> StateEstimate:
-    """exp_avg and exp_avg_sq in the parameter's dtype, as torch's AdamW."""
-    return StateEstimate(dense_bytes(request.trainable, 2))
+estimate_adamw = dense_estimator(2, "exp_avg and exp_avg_sq in the parameter's dtype.")
 
 
 @optimhub.hookimpl
