@@ -34,6 +34,7 @@ import warnings
 from typing import Any
 
 import torch
+from tables import table
 
 import optimhub
 
@@ -108,12 +109,6 @@ def run_worker(name: str, options: argparse.Namespace) -> dict[str, Any]:
     return {"name": name, "error": lines[-1][:200]}
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def report(results: list[dict[str, Any]]) -> str:

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from tables import table
+
 TARGET_MS = 100.0
 HEAVY_MODULES = (
     "transformers",
@@ -91,14 +93,6 @@ def heavy_modules(python: str, code: str) -> list[str] | str:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _ms(seconds: float) -> str:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from direct import LR, hf_groups
 from overhead import fresh_copy, tiny_llama
+from tables import table
 from torch import nn
 
 import optimhub
@@ -150,12 +151,6 @@ def _mib(value: int | None) -> str:
     return "unavailable" if value is None else f"{value / MIB:.2f}"
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 from direct import DIRECT, LR, TARGET_MODULES, DirectRun, build_direct, hub_kwargs
+from tables import table
 from torch import nn
 
 import optimhub
@@ -381,12 +382,6 @@ def _fmt(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}"
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def report(results: list[NameResult], skipped: list[tuple[str, str]]) -> str:
