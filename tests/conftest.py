@@ -79,6 +79,23 @@ def lm_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
 
 
+@pytest.fixture
+def isolated_bnb_overrides() -> Iterator[None]:
+    """Clear bitsandbytes' process-wide override table for one test, then restore it:
+    HF-style index overrides left by other tests would change which tensors get 32-bit
+    state."""
+    if "bitsandbytes" not in sys.modules:
+        yield
+        return
+    manager = sys.modules["bitsandbytes"].optim.GlobalOptimManager.get_instance()
+    saved = (dict(manager.index2config), list(manager.module_weight_config_triple))
+    manager.index2config.clear()
+    manager.module_weight_config_triple.clear()
+    yield
+    manager.index2config.update(saved[0])
+    manager.module_weight_config_triple.extend(saved[1])
+
+
 # ----------------------------------------------------------------------------- plugins
 class PluginFactory:
     """Writes real third-party plugin distributions (a module plus a .dist-info with an

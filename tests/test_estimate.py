@@ -51,7 +51,11 @@ LLAMA_7B = "llama:hidden=4096,layers=32,vocab=32000,intermediate=11008,heads=32"
 LLAMA_70B = ("llama:hidden=8192,layers=80,vocab=32000,intermediate=28672,heads=64,"
              "kv_heads=8")
 
-pytestmark = pytest.mark.filterwarnings("ignore::optimhub.OptimHubWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optimhub.OptimHubWarning"),
+    # bnb's process-wide override table (see conftest.isolated_bnb_overrides).
+    pytest.mark.usefixtures("isolated_bnb_overrides"),
+]
 
 
 def assert_close(estimated: int, measured: int, what: str) -> None:
@@ -103,21 +107,6 @@ def hub_kwargs(name: str) -> dict:
         kwargs.update(optim_target_modules=TARGETS, optim_args=f"rank={RANK}")
     return kwargs
 
-
-@pytest.fixture(autouse=True)
-def isolated_bnb_overrides():
-    """bnb's process-wide override table can hold HF-style index overrides left by other
-    tests in this process; they would change which tensors get 32-bit state."""
-    if "bitsandbytes" not in sys.modules:
-        yield
-        return
-    manager = sys.modules["bitsandbytes"].optim.GlobalOptimManager.get_instance()
-    saved = (dict(manager.index2config), list(manager.module_weight_config_triple))
-    manager.index2config.clear()
-    manager.module_weight_config_triple.clear()
-    yield
-    manager.index2config.update(saved[0])
-    manager.module_weight_config_triple.extend(saved[1])
 
 
 def _runnable() -> list:

@@ -46,7 +46,11 @@ REPRESENTATIVE = [
     "adamw_torch_8bit", "stable_adamw", "schedule_free_adamw", "schedule_free_sgd",
 ]
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore"),
+    # bnb's process-wide override table (see conftest.isolated_bnb_overrides).
+    pytest.mark.usefixtures("isolated_bnb_overrides"),
+]
 
 
 def _case(name: str):
@@ -78,21 +82,6 @@ def _setup(name: str):
 
     return llama, direct.batches(shape.vocab), direct.lm_loss
 
-
-@pytest.fixture(autouse=True)
-def isolated_bnb_overrides():
-    """HF-style overrides left in bnb's process-wide table by other tests would change
-    which tensors get 32-bit state (in both builds, but not by the same index)."""
-    if "bitsandbytes" not in sys.modules:
-        yield
-        return
-    manager = sys.modules["bitsandbytes"].optim.GlobalOptimManager.get_instance()
-    saved = (dict(manager.index2config), list(manager.module_weight_config_triple))
-    manager.index2config.clear()
-    manager.module_weight_config_triple.clear()
-    yield
-    manager.index2config.update(saved[0])
-    manager.module_weight_config_triple.extend(saved[1])
 
 
 @pytest.mark.parametrize("name", [_case(n) for n in REPRESENTATIVE])
