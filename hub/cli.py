@@ -105,6 +105,7 @@ def _info(args: argparse.Namespace) -> int:
         "summary": spec.summary,
         "paper": spec.paper,
         "plugin": spec.plugin,
+        "based_on": spec.base,
         "backend": {"distribution": spec.distribution, "import_name": spec.import_name,
                     "installed": status.installed, "version": status.version,
                     "usable_here": status.usable, "problem": status.problem,
@@ -174,6 +175,8 @@ def _info_text(data: dict[str, Any]) -> str:
     lines = [f"{data['name']}: {data['summary']}"]
     if data["aliases"]:
         lines.append(f"aliases: {', '.join(data['aliases'])}")
+    if data["based_on"]:
+        lines.append(f"based on: {data['based_on']} (same backend and builder)")
     if data["paper"]:
         lines.append(f"paper: {data['paper']}")
     state = ("installed " + (backend["version"] or "") if backend["installed"]

@@ -47,6 +47,9 @@ def test_info_text_and_json(capsys):
     assert [a["key"] for a in data["optim_args"]] == ["momentum", "dampening", "nesterov"]
     assert data["backend"]["usable_here"] is True
     assert data["hyperparameters"] == ["lr", "weight_decay"]
+    assert data["based_on"] is None
+    code, out, _ = run(capsys, "info", "apollo_mini")
+    assert "based on: apollo_adamw" in out
 
 
 def test_info_unknown_name_suggests(capsys):

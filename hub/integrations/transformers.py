@@ -3,8 +3,8 @@
     from optimhub.integrations.transformers import OptimHubTrainer
 
     trainer = OptimHubTrainer(model=model, args=training_args, train_dataset=data,
-                              optim="apollo_mini",
-                              optim_target_modules=[r".*attn.*", r".*mlp.*"])
+                              optim=NAME,  # any name `optimhub list` shows
+                              optim_target_modules=[r".*attn.*", r".*mlp.*"])  # low-rank
     trainer.train()
 
 ``TrainingArguments(optim=...)`` accepts only the names in HF's enum, so the name is given to
