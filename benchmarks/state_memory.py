@@ -1,7 +1,7 @@
 """Optimizer state memory of every runnable name, measured, built directly and estimated.
 
 On one reference model (a two-layer Llama-shaped decoder, hidden 256, from
-``optimhub.memory.LlamaShaped``: big enough that 8-bit quantization applies), each name
+``optimhub.model_shapes.LlamaShaped``: big enough that 8-bit quantization applies), each name
 is built twice, through the hub and by hand (``benchmarks/direct.py``: the backend class
 constructed as its documentation says), stepped twice, and measured with
 ``optimhub.testing.state_bytes`` (every tensor the optimizer object holds, wherever the
@@ -38,7 +38,7 @@ from direct import (
 )
 
 import optimhub
-from optimhub.memory import parse_model_spec
+from optimhub.model_shapes import parse_model_spec
 
 REFERENCE = "llama:hidden=256,layers=2,vocab=2048,intermediate=688,heads=8"
 RANK = 32

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .arguments import OptimizerArguments
 from .build import Builder, BuildRequest, class_builder
 from .catalog import spec_from_mapping
+from .checkpoint import spec_of
 from .errors import (
     BackendUnavailableError,
     BuildError,
@@ -29,7 +30,7 @@ from .errors import (
     TargetModulesTypeError,
     UnknownOptimizerError,
 )
-from .factory import create_optimizer, spec_of
+from .factory import create_optimizer
 from .hookspecs import hookimpl
 from .listing import get_spec, list_optimizers
 from .memory import estimate

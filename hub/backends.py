@@ -8,12 +8,10 @@ backends call ``logging.basicConfig`` at import).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from types import ModuleType
 
 from .errors import BackendUnavailableError, MissingBackendError, OptimHubWarning
 from .spec import Capability, OptimizerSpec
+from .versions import installed_version, version_tuple
 
 __all__ = [
     "BackendStatus",
@@ -43,17 +42,9 @@ def is_installed(spec: OptimizerSpec) -> bool:
         return False
 
 
-def installed_version(spec: OptimizerSpec) -> str | None:
-    return _distribution_version(spec.distribution)
-
-
-@functools.cache
-def _distribution_version(distribution: str) -> str | None:
-    """Reading package metadata costs ~1 ms; a process does not change its packages."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def spec_version(spec: OptimizerSpec) -> str | None:
+    """The installed version of the spec's distribution (None: not installed)."""
+    return installed_version(spec.distribution)
 
 
 @contextmanager
@@ -97,19 +88,13 @@ def import_backend(spec: OptimizerSpec) -> ModuleType:
 def _check_version(spec: OptimizerSpec) -> None:
     if spec.min_version is None:
         return
-    version = installed_version(spec)
-    if version is not None and _version_key(version) < _version_key(spec.min_version):
+    version = spec_version(spec)
+    if version is not None and version_tuple(version) < version_tuple(spec.min_version):
         raise BackendUnavailableError(
             f"optimizer {spec.name!r} needs {spec.distribution}>={spec.min_version}, but "
             f"{version} is installed. Upgrade with: pip install -U "
             f"'{spec.distribution}>={spec.min_version}'"
         )
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    """Numeric release parts of a version string ("0.44.1.dev0+cpu" -> (0, 44, 1))."""
-    release = re.match(r"\d+(?:\.\d+)*", version)
-    return tuple(int(part) for part in release.group(0).split(".")) if release else (0,)
 
 
 def cuda_available() -> bool:
@@ -156,7 +141,7 @@ class BackendStatus:
 def backend_status(spec: OptimizerSpec, *, import_it: bool = False) -> BackendStatus:
     """Installed? usable here? and if not, the fix. Imports only when ``import_it``."""
     installed = is_installed(spec)
-    version = installed_version(spec) if installed else None
+    version = spec_version(spec) if installed else None
     if not installed:
         return BackendStatus(False, None, False, f"not installed: {spec.install_command}")
     if spec.has(Capability.CUDA_ONLY) and not cuda_available():

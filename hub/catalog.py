@@ -19,6 +19,15 @@ Layout of the file::
     [optimizers.<name>.args.<key>]  # or an inline table: one typed optim_args option
     type = "float"
     doc = "..."
+    [option_sets.<set>.<key>]     # options shared by several entries: option_sets = ["<set>"]
+
+Each fact is stated once. An entry with ``base = "<name>"`` (a layerwise mode, a preset, a
+precision variant) inherits every field of its base except ``summary``, ``aliases`` and
+``base`` itself, and states only what differs; its ``args`` tables are merged key by key
+and field by field over the base's (``rank = { default = 1 }`` changes one default), and
+its ``fixed`` keywords over the base's. ``option_sets`` bring shared options into entries
+that are not derived from each other (the same projection options on GaLore's three
+classes); the entry's own ``args`` are merged over them the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from importlib import resources
 from typing import Any
 
 from .errors import CatalogError, CatalogTypeError, OptimArgsError, closest
+from .optim_args import coerce_value
 from .spec import ARG_TYPES, HYPERPARAMETERS, ArgSpec, Capability, OptimizerSpec
 
 if sys.version_info >= (3, 11):
@@ -72,6 +82,8 @@ _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "base": ((str,), False),
     "paper": ((str,), False),
     "state_bytes_per_param": ((int, float), False),
+    "without_cuda": ((dict,), False),
+    "constructor_weight_decay": ((bool,), False),
 }
 _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "type": ((str,), True),
@@ -89,6 +101,10 @@ _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 # Fields an optimizer entry inherits from its [backends.X] table.
 _INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint")
+# Fields a derived entry does not inherit from its base: what makes it another name.
+_NOT_FROM_BASE = ("summary", "aliases", "base")
+# Fields merged key by key over the base's rather than replaced.
+_MERGED = ("fixed", "without_cuda")
 
 
 @lru_cache(maxsize=1)
@@ -110,7 +126,8 @@ def parse_catalog(text: str, *, origin: str = "<catalog>") -> dict[str, Optimize
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{origin}: not valid TOML: {exc}") from exc
     _check_fields(data, {"schema_version": ((int,), True), "backends": ((dict,), False),
-                         "optimizers": ((dict,), True)}, where=origin)
+                         "option_sets": ((dict,), False), "optimizers": ((dict,), True)},
+                  where=origin)
     if data["schema_version"] != SCHEMA_VERSION:
         raise CatalogError(
             f"{origin}: schema_version {data['schema_version']!r} is not supported "
@@ -120,11 +137,17 @@ def parse_catalog(text: str, *, origin: str = "<catalog>") -> dict[str, Optimize
     for backend_name, backend in backends.items():
         _check_table(backend, where=f"{origin}: [backends.{backend_name}]")
         _check_fields(backend, _BACKEND_FIELDS, where=f"{origin}: [backends.{backend_name}]")
+    option_sets = data.get("option_sets", {})
+    for set_name, options in option_sets.items():
+        _check_table(options, where=f"{origin}: [option_sets.{set_name}]")
+    entries = data["optimizers"]
+    for name, entry in entries.items():
+        _check_table(entry, where=f"{origin}: [optimizers.{name}]")
     specs: dict[str, OptimizerSpec] = {}
-    for name, entry in data["optimizers"].items():
+    for name in entries:
         where = f"{origin}: [optimizers.{name}]"
-        _check_table(entry, where=where)
-        merged = _inherit_backend(entry, backends, where=where)
+        resolved = _resolve_entry(name, entries, option_sets, origin=origin, chain=())
+        merged = _inherit_backend(resolved, backends, where=where)
         specs[name] = spec_from_mapping(name, merged, where=where)
     _check_cross_references(specs, origin=origin)
     return specs
@@ -170,6 +193,8 @@ def spec_from_mapping(
             base=entry.get("base"),
             paper=entry.get("paper"),
             state_bytes_per_param=entry.get("state_bytes_per_param"),
+            without_cuda=dict(entry.get("without_cuda", {})),
+            constructor_weight_decay=entry.get("constructor_weight_decay", False),
         )
     except ValueError as exc:
         if isinstance(exc, CatalogError):
@@ -186,6 +211,59 @@ def check_spec(spec: OptimizerSpec, *, where: str) -> None:
         _check_arg_consistency(spec.name, arg, where=f"{where}.args.{key}")
         if arg.has_default:
             _typed_default(spec.name, arg, arg.default, where=f"{where}.args.{key}")
+
+
+def _resolve_entry(
+    name: str,
+    entries: Mapping[str, Any],
+    option_sets: Mapping[str, Any],
+    *,
+    origin: str,
+    chain: tuple[str, ...],
+) -> dict[str, Any]:
+    """An entry with its option sets expanded and its base's fields inherited."""
+    where = f"{origin}: [optimizers.{name}]"
+    if name in chain:
+        raise CatalogError(f"{where}: base chain loops: {' -> '.join((*chain, name))}")
+    entry = entries[name]
+    inherited: dict[str, Any] = {}
+    base = entry.get("base")
+    if base is not None:
+        if not isinstance(base, str) or base not in entries:
+            raise CatalogError(f"{where}: base {base!r} is not in the catalog")
+        parent = _resolve_entry(base, entries, option_sets, origin=origin,
+                                chain=(*chain, name))
+        inherited = {k: v for k, v in parent.items() if k not in _NOT_FROM_BASE}
+    resolved = {**inherited, **{k: v for k, v in entry.items() if k != "option_sets"}}
+    for key in _MERGED:
+        if key in inherited and key in entry:
+            _check_table(entry[key], where=f"{where}.{key}")
+            resolved[key] = {**inherited[key], **entry[key]}
+    args = dict(inherited.get("args", {}))
+    for set_name in _strings(entry.get("option_sets", []), where=f"{where}.option_sets"):
+        if set_name not in option_sets:
+            raise CatalogError(
+                f"{where}: option set {set_name!r} has no [option_sets.{set_name}] table "
+                f"(known: {', '.join(sorted(option_sets)) or 'none'})"
+            )
+        args = _merge_args(args, option_sets[set_name], where=f"{where}.option_sets")
+    if "args" in entry:
+        _check_table(entry["args"], where=f"{where}.args")
+        args = _merge_args(args, entry["args"], where=f"{where}.args")
+    if args:
+        resolved["args"] = args
+    return resolved
+
+
+def _merge_args(
+    inherited: Mapping[str, Any], given: Mapping[str, Any], *, where: str
+) -> dict[str, Any]:
+    """Options merged key by key; an option given again is merged field by field."""
+    merged = dict(inherited)
+    for key, table in given.items():
+        _check_table(table, where=f"{where}.{key}")
+        merged[key] = {**inherited.get(key, {}), **table}
+    return merged
 
 
 def _inherit_backend(
@@ -261,8 +339,6 @@ def _check_arg_consistency(optimizer: str, arg: ArgSpec, *, where: str) -> None:
 
 def _typed_default(optimizer: str, arg: ArgSpec, default: Any, *, where: str) -> Any:
     """A default must itself be a valid value of its option (TOML has no None: use "none")."""
-    from .optim_args import coerce_value
-
     try:
         return coerce_value(arg, default, optimizer=optimizer)
     except OptimArgsError as exc:

@@ -15,7 +15,7 @@ what differs. A state without the stamp (saved by plain torch, or by an optimize
 outside the hub) still loads, with an ``OptimHubWarning`` that it could not be checked.
 
 Both halves are torch's own optimizer hooks, registered on the instance by
-:func:`install_identity`: nothing is wrapped and nothing touches ``step()``. The stamp
+:func:`remember`: nothing is wrapped and nothing touches ``step()``. The stamp
 is removed before the backend's own loading sees the state, and it is plain data, so
 ``torch.load(weights_only=True)`` reads it. Two kinds of optimizer need more than the
 hooks, both detected from the class, never from a name:
@@ -39,13 +39,16 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, OptimHubWarning
+from .errors import CheckpointError, OptimArgsTypeError, OptimHubWarning
+from .spec import OptimizerSpec
 
 __all__ = [
     "STAMP_FORMAT",
     "STAMP_KEY",
     "check_state",
-    "install_identity",
+    "remember",
+    "spec_of",
+    "spec_or_none",
     "stamp_of",
     "stamp_state",
 ]
@@ -60,14 +63,20 @@ _SHOWN = 4
 
 @dataclass(frozen=True)
 class _Identity:
-    """What a state must match: the optimizer's catalog name and its parameters' names.
+    """What the hub knows of an optimizer it built: the spec it was built from (what
+    ``optimhub.spec_of`` answers), and what a state must match: the spec's catalog name
+    and its parameters' names.
 
     ``names`` maps ``id(parameter)`` to the parameter's name; the parameters themselves
     are already kept alive by the optimizer that owns this identity.
     """
 
-    name: str
+    spec: OptimizerSpec
     names: Mapping[int, str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     def parameters(self, optimizer: torch.optim.Optimizer) -> list[list[Any]]:
         """``[name, shape]`` of every parameter, in param-group order (torch's indices)."""
@@ -85,16 +94,19 @@ _IDENTITIES: weakref.WeakKeyDictionary[torch.optim.Optimizer, _Identity] = (
 )
 
 
-def install_identity(
-    optimizer: torch.optim.Optimizer, name: str, named_parameters: Iterable[tuple[str, Any]]
+def remember(
+    optimizer: torch.optim.Optimizer,
+    spec: OptimizerSpec,
+    named_parameters: Iterable[tuple[str, Any]],
 ) -> None:
-    """Stamp ``optimizer``'s state dicts as ``name``'s and check the ones it loads.
+    """Remember ``optimizer`` as built from ``spec`` (in a weak map, not as an attribute
+    pasted onto a foreign object), stamp its state dicts and check the ones it loads.
 
     Called once by ``create_optimizer`` on the optimizer it returns. The state_dict hook is
     appended (it stamps what the plugins' own hooks produced); the load check is prepended
     (a state for another optimizer is refused before a plugin's hook tries to unpack it).
     """
-    _IDENTITIES[optimizer] = _Identity(name, {id(p): n for n, p in named_parameters})
+    _IDENTITIES[optimizer] = _Identity(spec, {id(p): n for n, p in named_parameters})
     cls = type(optimizer)
     if getattr(cls, "checks_optimhub_stamp", False):
         return  # it calls stamp_state / check_state itself
@@ -103,6 +115,25 @@ def install_identity(
         optimizer.register_load_state_dict_pre_hook(_check_hook, prepend=True)
     else:
         _check_before_own_load(optimizer)
+
+
+def spec_of(optimizer: Any) -> OptimizerSpec:
+    """The spec an optimizer was built from."""
+    spec = spec_or_none(optimizer)
+    if spec is None:
+        raise OptimArgsTypeError(
+            f"{type(optimizer).__name__} object was not built by optimhub.create_optimizer"
+        )
+    return spec
+
+
+def spec_or_none(optimizer: Any) -> OptimizerSpec | None:
+    """The spec of an optimizer built by the hub, or None for a foreign one."""
+    try:
+        identity = _IDENTITIES.get(optimizer)
+    except TypeError:  # not weak-referenceable: certainly not ours
+        return None
+    return identity.spec if identity is not None else None
 
 
 def stamp_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:

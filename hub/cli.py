@@ -338,7 +338,8 @@ def _add_estimate_parser(commands: Any) -> None:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from .memory import estimate, flat_model, parse_model_spec, parse_param_count
+    from .memory import estimate
+    from .model_shapes import flat_model, parse_model_spec, parse_param_count
     from .targets import ALL_LINEAR
 
     if args.model is not None:

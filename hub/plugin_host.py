@@ -121,6 +121,7 @@ class PluginHost:
         if settings.autoload:
             for entry_point in self._entry_points():
                 loader.load_entry_point(entry_point)
+        registry.inherit_builders()
         loader.check_builders()
         loader.report()
         return registry

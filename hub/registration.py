@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .build import Builder
 from .catalog import check_spec, spec_from_mapping
@@ -22,10 +22,8 @@ from .errors import (
     UnknownOptimizerError,
     shorten,
 )
+from .estimator import Estimator
 from .spec import OptimizerSpec
-
-if TYPE_CHECKING:
-    from .memory import Estimator
 
 __all__ = ["PluginFailure", "PluginInfo", "Register", "RegisteredOptimizer", "Registry"]
 
@@ -133,6 +131,28 @@ class Registry:
                 f"OPTIMHUB_BLOCK_PLUGINS={plugin.name} (or ={owner.plugin.name})."
             )
         return None
+
+    def inherit_builders(self) -> None:
+        """A derived catalog name (``base = ...``) whose plugin registered no builder of its
+        own gets its base's builder and estimator: the core calls the builder once per
+        parameter for a layerwise name, and a preset only changes option defaults."""
+        for name in self.catalog:
+            self._inherit(name)
+
+    def _inherit(self, name: str) -> RegisteredOptimizer | None:
+        if name in self.entries:
+            return self.entries[name]
+        spec = self.catalog[name]
+        if spec.base is None or name in self.unusable:
+            return None
+        base = self._inherit(spec.base)
+        if base is None or base.plugin.name != spec.plugin:
+            return None
+        entry = RegisteredOptimizer(spec, base.builder, base.plugin, base.estimator)
+        self.entries[name] = entry
+        for alias in spec.aliases:
+            self.aliases[alias] = name
+        return entry
 
     def mark_unusable(self, names: tuple[str, ...], failure: PluginFailure) -> None:
         for name in names:

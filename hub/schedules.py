@@ -39,8 +39,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from .arguments import resolve_warmup_steps
+from .checkpoint import spec_or_none
 from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError, closest
-from .factory import spec_or_none
 from .layerwise import LayerwiseOptimizer
 from .spec import ArgSpec, Capability
 

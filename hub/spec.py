@@ -66,6 +66,7 @@ class Capability(str, enum.Enum):
     CUDA_ONLY = "cuda_only"
     CLOSURE_REQUIRED = "closure_required"
     NO_DDP = "no_ddp"
+    SINGLE_GROUP = "single_group"
 
     @property
     def explanation(self) -> str:
@@ -97,6 +98,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.CUDA_ONLY: "runs only on a CUDA device",
     Capability.CLOSURE_REQUIRED: "step(closure) needs a closure that recomputes the loss",
     Capability.NO_DDP: "cannot run under DistributedDataParallel",
+    Capability.SINGLE_GROUP: (
+        "one learning rate and one weight decay for every parameter (it takes the model, "
+        "not param groups): no param_group_rules"
+    ),
 }
 
 #: optim_args value types an ArgSpec may declare.
@@ -222,7 +227,12 @@ class OptimizerSpec:
     import name. ``fixed`` are constructor keywords this name pins (``optim_bits=8``,
     ``fused=True``...), so bits, paging and fusion are spec fields, never name substrings.
     ``hyperparameters`` says which of lr / betas / eps / weight_decay the backend takes.
-    ``base`` names the spec a derived name (a layerwise mode, a preset) is built from.
+    ``base`` names the spec a derived name (a layerwise mode, a preset) is built from: in
+    registry.toml it inherits the base's backend, options, fixed keywords and paper, and
+    its plugin's builder and estimator unless the plugin registers its own.
+    ``without_cuda`` are constructor keywords that replace ``fixed`` ones where CUDA is
+    absent (paging off). ``constructor_weight_decay``: the backend takes weight decay as
+    one constructor argument, not per param group.
     """
 
     name: str
@@ -241,6 +251,8 @@ class OptimizerSpec:
     base: str | None = None
     paper: str | None = None
     state_bytes_per_param: float | None = None
+    without_cuda: Mapping[str, Any] = field(default_factory=dict)
+    constructor_weight_decay: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -249,6 +261,7 @@ class OptimizerSpec:
         object.__setattr__(self, "hyperparameters", frozenset(self.hyperparameters))
         object.__setattr__(self, "args", _frozen_mapping(self.args))
         object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))
+        object.__setattr__(self, "without_cuda", _frozen_mapping(self.without_cuda))
 
     def has(self, capability: Capability | str) -> bool:
         """Whether this optimizer has ``capability`` (a member or its string value)."""
@@ -257,6 +270,16 @@ class OptimizerSpec:
     def has_hyperparameter(self, name: str) -> bool:
         """Whether the backend takes this training hyperparameter (lr, betas, eps, weight_decay)."""
         return name in self.hyperparameters
+
+    def runs_layerwise(self, requested: bool = False) -> bool:
+        """Whether it runs as one optimizer per parameter, stepped inside backward: a
+        layerwise name, or any name with ``layerwise=True`` (``requested``)."""
+        return requested or self.has(Capability.LAYERWISE)
+
+    def updates_in_backward(self, layerwise: bool = False) -> bool:
+        """Whether parameters change inside backward (fused backward or layerwise), so
+        gradients cannot accumulate or be clipped between backward and step."""
+        return self.has(Capability.FUSED_BACKWARD) or self.runs_layerwise(layerwise)
 
     @property
     def install_command(self) -> str:

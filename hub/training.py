@@ -37,9 +37,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from .checkpoint import spec_or_none
 from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError
-from .factory import check_layerwise_allowed, spec_or_none
 from .layerwise import LayerwiseOptimizer
+from .prepare import check_layerwise_allowed
 from .spec import Capability, OptimizerSpec
 
 __all__ = ["TrainingDriver", "check_loop_contract", "drive"]
@@ -188,8 +189,8 @@ def check_loop_contract(
     """
     check_layerwise_allowed(spec, layerwise)
     fused = spec.has(Capability.FUSED_BACKWARD)
-    in_backward = ("fused backward" if fused
-                   else "layerwise" if layerwise or spec.has(Capability.LAYERWISE) else None)
+    in_backward = (None if not spec.updates_in_backward(layerwise)
+                   else "fused backward" if fused else "layerwise")
     where = f"optimizer {spec.name!r} updates parameters inside backward ({in_backward}), so"
     if in_backward and gradient_accumulation_steps > 1:
         raise CapabilityError(

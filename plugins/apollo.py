@@ -1,9 +1,9 @@
 """Built-in plugin: APOLLO (apollo-torch): ``APOLLOAdamW``, also as the APOLLO-Mini preset.
 
 Specs are in registry.toml (``apollo_mini`` is ``apollo_adamw`` with the APOLLO-Mini
-defaults: rank 1, one scaling factor per tensor, scale 128). The builder shares
-GaLore's low-rank preparation and checkpoint hooks (plugins/galore.py: APOLLO's SVD
-projector is GaLore's), and adds the checks of APOLLO's own step:
+defaults: rank 1, one scaling factor per tensor, scale 128). The builder uses the
+hub's shared low-rank preparation and state codec (its SVD projector is GaLore's, its
+random projector its own), and adds the checks of APOLLO's own step:
 
 - the rank is capped at each weight's smaller side, which for APOLLO's random
   projector matters: it does not clamp, so rank 128 on a 64x64 weight keeps 64x128
@@ -25,27 +25,33 @@ from typing import Any
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.errors import OptimArgsError
-from optimhub.memory import (
+from optimhub.plugin import (
+    RANK_KEY,
+    BuildRequest,
     EstimateRequest,
+    ObjectCodec,
+    OptimArgsError,
+    Register,
     StateEstimate,
     dense_bytes,
+    estimate_groups,
+    hookimpl,
+    install_state_codec,
     low_rank_grad_shape,
-    projection_side,
-)
-
-from .galore import (
-    RANK_KEY,
-    install_checkpoint_hooks,
     low_rank_groups,
     low_rank_members,
-    low_rank_request_groups,
+    projection_side,
     svd_projector_bytes,
 )
 
-__all__ = ["build_apollo", "check_apollo_scaling", "estimate_apollo", "projected_shape"]
+__all__ = ["build_apollo", "check_apollo_scaling", "estimate_apollo"]
+
+
+#: The projector classes APOLLO keeps in its state (saved as plain data).
+PROJECTORS = ObjectCodec({
+    "apollo_torch.svd_projector": ("GaLoreProjector",),
+    "apollo_torch.random_projector": ("GradientProjector",),
+})
 
 
 def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
@@ -54,19 +60,8 @@ def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
     from apollo_torch import APOLLOAdamW
 
     optimizer = APOLLOAdamW(groups, **request.kwargs)
-    install_checkpoint_hooks(optimizer)
+    install_state_codec(optimizer, PROJECTORS)
     return optimizer
-
-
-def projected_shape(proj_type: str, rows: int, cols: int, rank: int) -> tuple[int, int]:
-    """The shape of the low-rank gradient APOLLO's projectors produce for a weight."""
-    right = {
-        "std": rows >= cols,
-        "reverse_std": rows < cols,
-        "right": True,
-        "left": False,
-    }[proj_type]
-    return (rows, rank) if right else (rank, cols)
 
 
 def check_apollo_scaling(
@@ -93,7 +88,8 @@ def check_apollo_scaling(
         if group["scale_type"] != "channel":
             continue
         rows, cols = param.shape
-        low_rows, low_cols = projected_shape(proj_type, rows, cols, group[RANK_KEY])
+        side = projection_side((rows, cols), proj_type)
+        low_rows, low_cols = low_rank_grad_shape((rows, cols), group[RANK_KEY], side)
         by_row = rows >= cols
         entries, wanted = (low_rows, rows) if by_row else (low_cols, cols)
         if entries not in (wanted, 1):
@@ -112,7 +108,7 @@ def estimate_apollo(request: EstimateRequest) -> StateEstimate:
     parameter's dtype; the random projector is rank x the projected side, the SVD one is
     GaLore's (the whole factor for fp32). Other parameters: AdamW's two full moments.
     The channel scale and the norm limiter are scalars."""
-    groups, names = low_rank_request_groups(request)
+    groups, names = estimate_groups(request)
     check_apollo_scaling(request.spec.name, groups, names)
     options = request.options
     total = dense_bytes(request.dense, 2)
@@ -130,9 +126,7 @@ def estimate_apollo(request: EstimateRequest) -> StateEstimate:
     return StateEstimate(total, notes=notes)
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    # A layerwise name has its base's builder: the core calls it once per parameter.
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
+    # apollo_adamw_layerwise and apollo_mini inherit this builder and estimator.
     register.builder("apollo_adamw", build_apollo, estimator=estimate_apollo)
-    register.builder("apollo_adamw_layerwise", build_apollo, estimator=estimate_apollo)
-    register.builder("apollo_mini", build_apollo, estimator=estimate_apollo)

@@ -13,10 +13,11 @@ name. Beyond ``Class(param_groups, **kwargs)``, the builders here do three thing
   every later bnb optimizer in the process keeps whatever sits at that index in 32 bits.
   With bare parameters (no ``nn.Module``) nothing says which tensor is an embedding, so
   every large tensor gets 8-bit state; such builds are allowed (HF always has the model).
-- **Paged names without CUDA are built unpaged** (``is_paged=False``): the core has
-  already warned, once, in its own words. bnb's own CPU fallback covers AdamW and Lion
-  (with a second warning at the first step), but AdEMAMix's double buffer skips it and a
-  step on a tensor of 1e5+ elements fails with "cget_managed_ptr not available".
+- **Paged names without CUDA are built unpaged**: their spec's ``without_cuda = {
+  is_paged = false }`` (registry.toml) replaces the ``fixed`` keyword, and the core warns
+  once, in its own words. bnb's own CPU fallback covers AdamW and Lion (with a second
+  warning at the first step), but AdEMAMix's double buffer skips it and a step on a tensor
+  of 1e5+ elements fails with "cget_managed_ptr not available".
 - **AdEMAMix's three betas** are assembled HF's way: ``beta1``/``beta2`` default to the
   training arguments' ``adam_beta1``/``adam_beta2`` (a schema default cannot be dynamic),
   ``eps`` to ``adam_epsilon``.
@@ -31,19 +32,25 @@ from typing import Any
 import torch
 from torch import nn
 
-import optimhub
-from optimhub.build import Builder, BuildRequest
-from optimhub.errors import OptimArgsError
-from optimhub.memory import EstimateRequest, Estimator, StateEstimate, blockwise_bytes
+from optimhub.plugin import (
+    Builder,
+    BuildRequest,
+    EstimateRequest,
+    Estimator,
+    OptimArgsError,
+    Register,
+    StateEstimate,
+    hookimpl,
+)
+
+from ._bitsandbytes_rules import QMAP_BYTES, bnb_quantized, bnb_state_bytes
 
 
 def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
                ) -> torch.optim.Optimizer:
-    """``bitsandbytes.optim.<attribute>(groups, **kwargs)``, unpaged without CUDA, with the
-    embedding override for 8-bit state."""
+    """``bitsandbytes.optim.<attribute>(groups, **kwargs)``, with the embedding override for
+    8-bit state."""
     bnb_optim = importlib.import_module("bitsandbytes.optim")
-    if kwargs.get("is_paged") and not torch.cuda.is_available():
-        kwargs = {**kwargs, "is_paged": False}
     optimizer = getattr(bnb_optim, attribute)(request.param_groups, **kwargs)
     if request.spec.fixed.get("optim_bits") == 8 and request.model is not None:
         keep_embeddings_32bit(optimizer, request.model)
@@ -105,44 +112,10 @@ def build_ademamix(request: BuildRequest) -> torch.optim.Optimizer:
     return _construct("AdEMAMix", request, kwargs)
 
 
-#: Every catalog name of the bitsandbytes section, with its bnb class (all bnb classes
-#: take the bits and the paging as keywords, as in HF's handler).
-BUILDERS: dict[str, Builder] = {
-    **dict.fromkeys(("adamw_bnb_8bit", "paged_adamw_32bit", "paged_adamw_8bit"),
-                    bnb_builder("AdamW")),
-    **dict.fromkeys(("lion_8bit", "lion_32bit", "paged_lion_32bit", "paged_lion_8bit"),
-                    bnb_builder("Lion")),
-    **dict.fromkeys(("rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit"),
-                    bnb_builder("RMSprop")),
-    **dict.fromkeys(("ademamix", "ademamix_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit"),
-                    build_ademamix),
-}
-
-
 # -- memory estimates ----------------------------------------------------------------
 
-#: bnb's quantization block and its smallest quantized tensor (``min_8bit_size``).
-BLOCK_SIZE = 256
-MIN_8BIT_SIZE = 4096
-#: The signed and unsigned 256-entry float32 code tables an optimizer makes once, at its
-#: first 8-bit state (``fill_qmap``), shared by all its parameters.
-QMAP_BYTES = 2 * 256 * 4
 PAGED_NOTE = ("paged: under GPU memory pressure the state moves to CPU memory (CUDA unified "
               "memory); without CUDA it is not paged")
-
-
-def bnb_quantized(numel: int, *, bits: int) -> bool:
-    """Whether bnb keeps a tensor's state in 8 bits: 8-bit names, tensors >= 4096 elements."""
-    return bits == 8 and numel >= MIN_8BIT_SIZE
-
-
-def bnb_state_bytes(numel: int, *, states: int, bits: int) -> int:
-    """One tensor's state: ``states`` float32 buffers (bnb's 32-bit state is float32
-    whatever the parameter's dtype), or uint8 ones with a float32 absmax per 256-element
-    block (the last block partial)."""
-    if bnb_quantized(numel, bits=bits):
-        return states * blockwise_bytes(numel, bits=8, block_size=BLOCK_SIZE)
-    return states * 4 * numel
 
 
 def bnb_estimator(states: int) -> Estimator:
@@ -164,17 +137,16 @@ def bnb_estimator(states: int) -> Estimator:
     return estimate
 
 
-#: Buffers per parameter of each name's bnb class.
-STATES: dict[str, int] = {
-    **dict.fromkeys(("adamw_bnb_8bit", "paged_adamw_32bit", "paged_adamw_8bit"), 2),
-    **dict.fromkeys(("lion_8bit", "lion_32bit", "paged_lion_32bit", "paged_lion_8bit"), 1),
-    **dict.fromkeys(("rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit"), 1),
-    **dict.fromkeys(("ademamix", "ademamix_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit"),
-                    3),
-}
-
-
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
-    for name, builder in BUILDERS.items():
-        register.builder(name, builder, estimator=bnb_estimator(STATES[name]))
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
+    # One builder per bnb class, with the class's buffers per parameter; the names derived
+    # from these in registry.toml (paged, other precisions) inherit both.
+    for name, builder, states in (
+        ("adamw_bnb_8bit", bnb_builder("AdamW"), 2),
+        ("paged_adamw_32bit", bnb_builder("AdamW"), 2),
+        ("lion_8bit", bnb_builder("Lion"), 1),
+        ("lion_32bit", bnb_builder("Lion"), 1),
+        ("rmsprop_bnb", bnb_builder("RMSprop"), 1),
+        ("ademamix", build_ademamix, 3),
+    ):
+        register.builder(name, builder, estimator=bnb_estimator(states))

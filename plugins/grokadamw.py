@@ -34,10 +34,15 @@ from typing import Any
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.errors import OptimHubWarning
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+from optimhub.plugin import (
+    BuildRequest,
+    EstimateRequest,
+    OptimHubWarning,
+    Register,
+    StateEstimate,
+    dense_bytes,
+    hookimpl,
+)
 
 #: The warnings GrokAdamW's step() triggers through torch.cuda.amp.autocast(), each with the
 #: module it is attributed to: (message regex, category, module regex).
@@ -120,6 +125,6 @@ def estimate_grokadamw(request: EstimateRequest) -> StateEstimate:
     )
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("grokadamw", build_grokadamw, estimator=estimate_grokadamw)

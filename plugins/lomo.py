@@ -16,9 +16,10 @@ Where we differ from HF (docs/differences-from-transformers.md, section lomo): H
 (biases and norm weights too): it has no param groups, so the hub's decay / no-decay split
 cannot apply.
 
-Refused up front, before any hook is registered:
+Its spec says ``single_group`` (the core refuses ``param_group_rules``: LOMO has one lr and
+one decay) and ``constructor_weight_decay`` (the core passes ``weight_decay`` to the
+constructor). Refused here, before any hook is registered:
 
-- ``param_group_rules`` (per-parameter lr / decay): LOMO has one lr and one decay;
 - float16 parameters for ``lomo``: lomo-optim then switches on a dynamic loss scaler that
   forces ``clip_grad_norm=1.0`` and calls ``torch.distributed.get_rank()`` on overflow, and
   ``fused_backward`` raises on the first overflowed step unless the loop skips it;
@@ -37,49 +38,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.errors import BackendUnavailableError, CapabilityError, OptimArgsError
-from optimhub.memory import EstimateRequest, StateEstimate
+from optimhub.plugin import (
+    BackendUnavailableError,
+    BuildRequest,
+    CapabilityError,
+    EstimateRequest,
+    Register,
+    StateEstimate,
+    hookimpl,
+)
 
 
 def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
     """``lomo_optim.Lomo(model, lr, weight_decay, clip_grad_norm, clip_grad_value)``."""
     model = _model(request)
-    _refuse_group_rules(request)
     _refuse_float16(request.spec.name, model)
     _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import Lomo
 
-    return Lomo(model, weight_decay=request.weight_decay, **request.kwargs)
+    return Lomo(model, **request.kwargs)
 
 
 def build_adalomo(request: BuildRequest) -> torch.optim.Optimizer:
     """``lomo_optim.AdaLomo(model, lr, weight_decay, ...)``: its state lives on CUDA."""
     model = _model(request)
-    _refuse_group_rules(request)
     _require_cuda_parameters(request.spec.name, model)
     _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import AdaLomo
 
-    return AdaLomo(model, weight_decay=request.weight_decay, **request.kwargs)
+    return AdaLomo(model, **request.kwargs)
 
 
 def _model(request: BuildRequest) -> nn.Module:
     if request.model is None:  # the core refuses this first (needs_model); kept for typing
         raise CapabilityError(f"optimizer {request.spec.name!r} needs the model itself")
     return request.model
-
-
-def _refuse_group_rules(request: BuildRequest) -> None:
-    """LOMO updates every parameter with one lr and one decay: rules could not apply."""
-    if request.arguments.param_group_rules:
-        raise OptimArgsError(
-            f"optimizer {request.spec.name!r} applies one learning rate and one weight decay "
-            "to every parameter (it takes the model, not param groups), so param_group_rules "
-            f"cannot apply (got {list(request.arguments.param_group_rules)!r}); remove them or "
-            "choose an optimizer that takes param groups"
-        )
 
 
 def _refuse_float16(name: str, model: nn.Module) -> None:
@@ -142,7 +135,7 @@ def estimate_adalomo(request: EstimateRequest) -> StateEstimate:
     ))
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("lomo", build_lomo, estimator=estimate_lomo)
     register.builder("adalomo", build_adalomo, estimator=estimate_adalomo)

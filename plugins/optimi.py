@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.errors import OptimArgsError
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+from optimhub.plugin import (
+    BuildRequest,
+    EstimateRequest,
+    OptimArgsError,
+    Register,
+    StateEstimate,
+    dense_bytes,
+    hookimpl,
+)
 
 
 def build_stable_adamw(request: BuildRequest) -> torch.optim.Optimizer:
@@ -47,6 +52,6 @@ def estimate_stable_adamw(request: EstimateRequest) -> StateEstimate:
     )
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("stable_adamw", build_stable_adamw, estimator=estimate_stable_adamw)

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.errors import OptimArgsError
-from optimhub.memory import dense_estimator
+from optimhub.plugin import BuildRequest, OptimArgsError, Register, dense_estimator, hookimpl
 
 
 def build_adamw(request: BuildRequest) -> torch.optim.Optimizer:
@@ -69,8 +66,8 @@ estimate_adam_like = dense_estimator(
 estimate_sgd = dense_estimator(1, "z only.")
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("schedule_free_adamw", build_adamw, estimator=estimate_adam_like)
     register.builder("schedule_free_radam", build_radam, estimator=estimate_adam_like)
     register.builder("schedule_free_sgd", build_sgd, estimator=estimate_sgd)

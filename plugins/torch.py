@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest, class_builder
-from optimhub.errors import OptimArgsError
-from optimhub.memory import (
+from optimhub.plugin import (
+    BuildRequest,
     EstimateRequest,
+    OptimArgsError,
+    Register,
     StateEstimate,
+    class_builder,
     dense_bytes,
     dense_estimator,
     factored_elements,
+    hookimpl,
 )
 
 
@@ -63,11 +65,10 @@ def estimate_adafactor_torch(request: EstimateRequest) -> StateEstimate:
     )
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
+    # adamw_torch_fused inherits adamw_torch's builder (its spec adds fused=True).
     register.builder("adamw_torch", class_builder("torch.optim", "AdamW"),
-                     estimator=estimate_adamw)
-    register.builder("adamw_torch_fused", class_builder("torch.optim", "AdamW"),
                      estimator=estimate_adamw)
     register.builder("sgd", build_sgd, estimator=estimate_sgd)
     register.builder("adagrad", class_builder("torch.optim", "Adagrad"),

@@ -8,14 +8,12 @@ Like HF, the builder passes lr, the Adam betas and epsilon; weight decay comes p
 
 from __future__ import annotations
 
-import optimhub
-from optimhub.build import class_builder
-from optimhub.memory import dense_estimator
+from optimhub.plugin import Register, class_builder, dense_estimator, hookimpl
 
 estimate_adamw = dense_estimator(2, "exp_avg and exp_avg_sq in the parameter's dtype.")
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("adamw_torch_xla", class_builder("torch_xla.amp.syncfree", "AdamW"),
                      estimator=estimate_adamw)

@@ -21,10 +21,17 @@ import warnings
 
 import torch
 
-import optimhub
-from optimhub.build import Builder, BuildRequest
-from optimhub.errors import OptimHubWarning
-from optimhub.memory import EstimateRequest, Estimator, StateEstimate, blockwise_bytes
+from optimhub.plugin import (
+    Builder,
+    BuildRequest,
+    EstimateRequest,
+    Estimator,
+    OptimHubWarning,
+    Register,
+    StateEstimate,
+    blockwise_bytes,
+    hookimpl,
+)
 
 
 def torchao_builder(attribute: str) -> Builder:
@@ -83,8 +90,8 @@ def torchao_estimator(bits: int) -> Estimator:
     return estimate
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("adamw_torch_4bit", torchao_builder("AdamW4bit"),
                      estimator=torchao_estimator(4))
     register.builder("adamw_torch_8bit", torchao_builder("AdamW8bit"),

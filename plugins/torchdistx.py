@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import torch
 
-import optimhub
-from optimhub.build import BuildRequest
-from optimhub.memory import EstimateRequest, StateEstimate, dense_bytes
+from optimhub.plugin import (
+    BuildRequest,
+    EstimateRequest,
+    Register,
+    StateEstimate,
+    dense_bytes,
+    hookimpl,
+)
 
 #: The options that name a torch dtype ("bfloat16" -> torch.bfloat16).
 DTYPE_OPTIONS = ("momentum_dtype", "variance_dtype", "compensation_buffer_dtype")
@@ -51,7 +56,7 @@ def estimate_anyprecision(request: EstimateRequest) -> StateEstimate:
     ))
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("adamw_anyprecision", build_anyprecision,
                      estimator=estimate_anyprecision)

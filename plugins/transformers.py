@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import torch
 
-import optimhub
-from optimhub.arguments import OptimizerArguments
-from optimhub.build import BuildRequest
-from optimhub.errors import OptimArgsError
-from optimhub.memory import EstimateRequest, StateEstimate, factored_elements
+from optimhub.plugin import (
+    BuildRequest,
+    EstimateRequest,
+    OptimArgsError,
+    OptimizerArguments,
+    Register,
+    StateEstimate,
+    factored_elements,
+    hookimpl,
+)
 
 #: The learning rate a user gets without setting one (HF's default, and optimhub's).
 DEFAULT_LEARNING_RATE = OptimizerArguments().learning_rate
@@ -71,6 +76,6 @@ def estimate_adafactor(request: EstimateRequest) -> StateEstimate:
     ))
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: optimhub.Register) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     register.builder("adafactor", build_adafactor, estimator=estimate_adafactor)

@@ -27,6 +27,8 @@ from optimhub.errors import (
     TargetModulesError,
 )
 from optimhub.plugins import galore as plugin
+from optimhub.state_encoding import OBJECT_TAG
+from optimhub.versions import version_tuple
 
 # A skip mark rather than a module-level importorskip: test_backend_apollo imports the
 # helpers below, and must not be skipped with this module when galore-torch is absent.
@@ -276,14 +278,14 @@ def test_saved_projector_is_plain_data_and_only_known_classes_are_rebuilt(tmp_pa
     state = optimizer.state_dict()
     packed = [s["projector"] for s in state["state"].values() if "projector" in s]
     assert len(packed) == 12  # 6 target weights x 2 layers
-    assert {p[plugin.PROJECTOR_TAG] for p in packed} == {
+    assert {p[OBJECT_TAG] for p in packed} == {
         "galore_torch.galore_projector.GaLoreProjector"}
     assert isinstance(packed[0]["attributes"]["ortho_matrix"], torch.Tensor)
 
     tampered = {**state, "state": dict(state["state"])}
     key = next(k for k, s in state["state"].items() if "projector" in s)
     tampered["state"][key] = {**state["state"][key], "projector": {
-        plugin.PROJECTOR_TAG: "os.system", "attributes": {}}}
+        OBJECT_TAG: "os.system", "attributes": {}}}
     fresh = build("galore_adamw", make_tiny_lm())
     with pytest.raises(CheckpointError, match="'os.system'"):
         fresh.load_state_dict(tampered)
@@ -293,7 +295,7 @@ def test_saved_projector_is_plain_data_and_only_known_classes_are_rebuilt(tmp_pa
 
 
 def _bitsandbytes_version() -> tuple[int, ...]:
-    return plugin.version_tuple(importlib.metadata.version("bitsandbytes"))
+    return version_tuple(importlib.metadata.version("bitsandbytes"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

@@ -28,6 +28,7 @@ import optimhub
 from optimhub.checkpoint import STAMP_KEY, stamp_of
 from optimhub.errors import CheckpointError, OptimHubWarning
 from optimhub.layerwise import LayerwiseOptimizer
+from optimhub.state_encoding import OBJECT_TAG
 
 LOW_RANK = {"optim_args": {"rank": 2}, "optim_target_modules": [r".*attn.*", r".*mlp.*"]}
 
@@ -257,7 +258,7 @@ def test_the_check_runs_before_the_plugins_hooks_and_later_ones_never_see_the_st
     _, optimizer = trained("galore_adamw")
     state = through_disk(optimizer.state_dict())
     packed = next(e["projector"] for e in state["state"].values() if "projector" in e)
-    packed["__optimhub_projector__"] = "os.system"
+    packed[OBJECT_TAG] = "os.system"
     seen: list[set[str]] = []
     optimizer.register_load_state_dict_pre_hook(lambda _, given: seen.append(set(given)))
     with pytest.raises(CheckpointError, match="does not rebuild"):  # GaLore's own refusal

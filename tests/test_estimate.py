@@ -22,17 +22,17 @@ import optimhub
 from optimhub import cli
 from optimhub.errors import (
     CapabilityError,
+    EstimateUnavailableError,
     OptimArgsError,
     OptimHubError,
     TargetModulesError,
     UnknownOptimizerError,
 )
-from optimhub.memory import (
-    EstimateUnavailableError,
+from optimhub.estimator import ParamShape
+from optimhub.memory import describe_model
+from optimhub.model_shapes import (
     FlatModel,
     LlamaShaped,
-    ParamShape,
-    describe_model,
     flat_model,
     parse_model_spec,
     parse_param_count,
@@ -376,7 +376,7 @@ def test_estimate_needs_a_model_not_a_parameter_list():
 ESTIMATING_PLUGIN = '''
 import torch
 import optimhub
-from optimhub.memory import StateEstimate, dense_bytes
+from optimhub.estimator import StateEstimate, dense_bytes
 
 def build(request):
     return torch.optim.SGD(request.param_groups, lr=request.kwargs["lr"], momentum=0.9)

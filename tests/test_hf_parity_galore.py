@@ -24,7 +24,8 @@ from test_backend_galore import SMALL, TARGETS, run
 
 import optimhub
 from optimhub.errors import BackendUnavailableError
-from optimhub.plugins.galore import BNB_BREAKING_VERSION, version_tuple
+from optimhub.plugins.galore import BNB_BREAKING_VERSION
+from optimhub.versions import version_tuple
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("galore_torch") is None

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from optimhub.memory import parse_model_spec
+from optimhub.model_shapes import parse_model_spec
 from optimhub.testing import readiness
 
 

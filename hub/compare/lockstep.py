@@ -32,7 +32,7 @@ from ..factory import create_optimizer
 from ..layerwise import LayerwiseOptimizer
 from ..schedules import create_scheduler
 from ..spec import Capability
-from ..testing import state_bytes
+from ..state_size import state_bytes
 from ..training import TrainingDriver, drive
 from .data import SyntheticLanguage
 from .model import build_model

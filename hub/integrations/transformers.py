@@ -99,11 +99,9 @@ class OptimHubTrainer(Trainer):
     def _in_backward(self) -> str | None:
         """How the parameters are updated inside backward, if they are (None: by step())."""
         spec = self.optimizer_spec
-        if spec.has(Capability.FUSED_BACKWARD):
-            return "fused backward"
-        if spec.has(Capability.LAYERWISE) or self.layerwise:
-            return "layerwise"
-        return None
+        if not spec.updates_in_backward(self.layerwise):
+            return None
+        return "fused backward" if spec.has(Capability.FUSED_BACKWARD) else "layerwise"
 
     def _check_loop_contract(self) -> None:
         """Refuse, before anything is built, what the Trainer cannot do for this optimizer.

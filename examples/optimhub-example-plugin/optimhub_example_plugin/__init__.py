@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-import optimhub
+from optimhub.plugin import ArgSpec, BuildRequest, OptimizerSpec, Register, hookimpl
 
 __all__ = ["SignSGD", "build_sign_sgd", "optimhub_register_optimizers"]
 
@@ -98,12 +98,12 @@ class SignSGD(torch.optim.Optimizer):
         return loss
 
 
-def build_sign_sgd(request: optimhub.BuildRequest) -> SignSGD:
+def build_sign_sgd(request: BuildRequest) -> SignSGD:
     """The builder: the hub has already split the param groups and typed the options."""
     return SignSGD(request.param_groups, **request.kwargs)
 
 
-SIGN_SGD_SPEC = optimhub.OptimizerSpec(
+SIGN_SGD_SPEC = OptimizerSpec(
     name="sign_sgd",
     summary="SignSGD with momentum (Signum): steps by the sign of the momentum, plain PyTorch",
     plugin="example",
@@ -111,7 +111,7 @@ SIGN_SGD_SPEC = optimhub.OptimizerSpec(
     import_name="optimhub_example_plugin",
     hyperparameters={"lr", "weight_decay"},
     args={
-        "momentum": optimhub.ArgSpec(
+        "momentum": ArgSpec(
             name="momentum",
             type="float",
             default=0.9,
@@ -125,7 +125,7 @@ SIGN_SGD_SPEC = optimhub.OptimizerSpec(
 )
 
 
-@optimhub.hookimpl
-def optimhub_register_optimizers(register: Any) -> None:
+@hookimpl
+def optimhub_register_optimizers(register: Register) -> None:
     """Tell the hub about ``sign_sgd``: its spec (what it is) and its builder (how to make it)."""
     register.optimizer(SIGN_SGD_SPEC, build_sign_sgd)

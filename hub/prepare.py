@@ -1,0 +1,196 @@
+"""Every check a call makes before anything is built, shared by ``create_optimizer`` and
+``estimate``: one ``prepare()``, so an estimate is refused exactly when a build would be.
+
+In order of cost: the name, whether the backend is installed (a file-system lookup, build
+only), the arguments and typed ``optim_args``, the parameters (build only: an estimate may
+describe a model on the meta device), and the spec's capability rules. Nothing here imports
+a backend or touches a tensor's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from .arguments import OptimizerArguments, resolve_arguments
+from .backends import import_backend, is_installed
+from .errors import CapabilityError, OptimArgsError, TargetModulesError
+from .layerwise import OWNED_PARAMETERS as _LAYERWISE_OWNED
+from .optim_args import resolve_optim_args
+from .parameter_source import ParameterSource
+from .plugin_host import get_registry
+from .registration import RegisteredOptimizer
+from .spec import Capability, OptimizerSpec
+from .targets import select_targets
+
+__all__ = ["Prepared", "check_layerwise_allowed", "prepare"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked call: the registered optimizer, the resolved arguments, the typed
+    ``optim_args`` (defaults filled in) and the parameters."""
+
+    entry: RegisteredOptimizer
+    arguments: OptimizerArguments
+    options: Mapping[str, Any]
+    source: ParameterSource
+
+    @property
+    def spec(self) -> OptimizerSpec:
+        return self.entry.spec
+
+    @property
+    def layerwise(self) -> bool:
+        """One optimizer per parameter, stepped inside backward."""
+        return self.spec.runs_layerwise(self.arguments.layerwise)
+
+    @cached_property
+    def target_names(self) -> tuple[str, ...]:
+        """The parameters ``optim_target_modules`` selects (none for other specs)."""
+        if not self.spec.has(Capability.TARGET_MODULES):
+            return ()
+        assert self.source.module is not None  # checked in _check_capabilities
+        return select_targets(self.source.module,
+                              self.arguments.optim_target_modules).parameter_names
+
+
+def prepare(
+    name: str, model: Any, args: Any, overrides: Mapping[str, Any], *, build: bool
+) -> Prepared:
+    """Resolve and check one call; ``build`` adds what only building needs (the backend
+    installed, parameters with data)."""
+    entry = get_registry().get(name)
+    spec = entry.spec
+    if build and not is_installed(spec):
+        import_backend(spec)  # raises MissingBackendError with the install command
+    arguments = resolve_arguments(args, overrides)
+    options = resolve_optim_args(spec, arguments.optim_args)
+    source = ParameterSource.from_user(model)
+    if build:
+        _check_parameters(spec, source, arguments)
+    _check_capabilities(spec, source, arguments)
+    return Prepared(entry, arguments, options, source)
+
+
+def _check_parameters(
+    spec: OptimizerSpec, source: ParameterSource, arguments: OptimizerArguments
+) -> None:
+    """What no backend checks, yet every backend gets wrong, refused before building."""
+    trainable = [(n, p) for n, p in source.named if p.requires_grad]
+    meta = [n for n, p in trainable if p.is_meta]
+    if meta:
+        raise OptimArgsError(
+            f"{len(meta)} trainable parameter(s) are on the meta device (no data), e.g. "
+            f"{', '.join(repr(n) for n in meta[:3])}: an optimizer built on them steps "
+            "nothing or fails inside the backend. Materialise the model first "
+            "(model.to_empty(device=...) and load or initialise its weights)."
+        )
+    owned = [n for n, p in trainable if p in _LAYERWISE_OWNED]
+    if owned:
+        raise CapabilityError(
+            f"parameters such as {owned[0]!r} are stepped inside backward by a live "
+            "layerwise optimizer: a second optimizer would step them twice, or never see a "
+            "gradient. close() the layerwise optimizer (or leave its with-block) first."
+        )
+    if spec.has_hyperparameter("eps"):
+        _check_eps_representable(arguments.adam_epsilon, trainable)
+
+
+def _check_eps_representable(eps: float, trainable: list[tuple[str, Any]]) -> None:
+    """An eps that rounds to 0 in a parameter's dtype (1e-8 in float16) gives 0/0 = NaN."""
+    checked: set[torch.dtype] = set()
+    for name, param in trainable:
+        if param.dtype in checked or not param.is_floating_point():
+            continue
+        checked.add(param.dtype)
+        if torch.tensor(eps, dtype=param.dtype).item() == 0:
+            smallest = torch.finfo(param.dtype).tiny
+            raise OptimArgsError(
+                f"adam_epsilon={eps!r} is 0 in {param.dtype} (parameter {name!r}), so Adam "
+                f"divides 0 by 0 and the weights become NaN; use adam_epsilon >= "
+                f"{smallest:.1e} (1e-6 or more is common for {param.dtype}), or train in "
+                "bfloat16 / float32"
+            )
+
+
+def _check_capabilities(
+    spec: OptimizerSpec, source: ParameterSource, arguments: OptimizerArguments
+) -> None:
+    """The spec's rules, checked before anything is imported or built."""
+    if spec.has(Capability.NEEDS_MODEL) and source.module is None:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} needs the model itself (it registers hooks on the "
+            "module); pass the nn.Module, not its parameters"
+        )
+    if arguments.weight_decay and not spec.has_hyperparameter("weight_decay"):
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} has no weight decay, but weight_decay="
+            f"{arguments.weight_decay!r} was given; set weight_decay=0 for it (it would be "
+            "silently ignored otherwise)"
+        )
+    if spec.has(Capability.SINGLE_GROUP) and arguments.param_group_rules:
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} applies one learning rate and one weight decay to every "
+            "parameter (it takes the model, not param groups), so param_group_rules cannot "
+            f"apply (got {list(arguments.param_group_rules)!r}); remove them or choose an "
+            "optimizer that takes param groups"
+        )
+    _check_layerwise_and_ddp(spec, source, arguments)
+    wants_targets = spec.has(Capability.TARGET_MODULES)
+    if wants_targets and source.module is None:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} selects layers by module name (optim_target_modules); "
+            "pass the nn.Module, not its parameters"
+        )
+    if not wants_targets and arguments.optim_target_modules not in (None, [], ()):
+        users = ", ".join(s.name for s in _specs_with(Capability.TARGET_MODULES)[:4])
+        raise TargetModulesError(
+            f"optimizer {spec.name!r} does not use optim_target_modules "
+            f"(got {arguments.optim_target_modules!r}); remove it, or choose an optimizer "
+            f"that projects target layers (e.g. {users})"
+        )
+    if source.user_groups is not None and (wants_targets or arguments.param_group_rules):
+        raise CapabilityError(
+            f"param-group dicts were given for {spec.name!r} together with "
+            "optim_target_modules or param_group_rules; pass the model instead and let the "
+            "hub build the groups, or build every group yourself"
+        )
+
+
+def check_layerwise_allowed(spec: OptimizerSpec, layerwise: bool) -> None:
+    """``layerwise=True`` only for specs that allow it (before anything is built)."""
+    can_layerwise = spec.has(Capability.LAYERWISE_CAPABLE) or spec.has(Capability.LAYERWISE)
+    if layerwise and not can_layerwise:
+        capable = ", ".join(s.name for s in _specs_with(Capability.LAYERWISE_CAPABLE)[:6])
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot run layerwise (its spec lacks "
+            f"'{Capability.LAYERWISE_CAPABLE.value}'); drop layerwise=True or use one of: "
+            f"{capable}"
+        )
+
+
+def _check_layerwise_and_ddp(
+    spec: OptimizerSpec, source: ParameterSource, arguments: OptimizerArguments
+) -> None:
+    layerwise = spec.runs_layerwise(arguments.layerwise)
+    check_layerwise_allowed(spec, arguments.layerwise)
+    ddp = source.wrapper is not None
+    if ddp and (layerwise or spec.has(Capability.NO_DDP)):
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot run under DistributedDataParallel"
+            + (" in layerwise mode: DDP all-reduces gradients after backward, but layerwise "
+               "steps consume them inside backward" if layerwise else "")
+            + "; train in one process, or see docs/distributed.md for what works with which "
+            "engine"
+        )
+
+
+def _specs_with(capability: Capability) -> list[OptimizerSpec]:
+    return [e.spec for e in get_registry() if e.spec.has(capability)]
+
+
