@@ -67,6 +67,7 @@ class Capability(str, enum.Enum):
     CLOSURE_REQUIRED = "closure_required"
     NO_DDP = "no_ddp"
     SINGLE_GROUP = "single_group"
+    MATRIX_ONLY = "matrix_only"
 
     @property
     def explanation(self) -> str:
@@ -98,6 +99,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.CUDA_ONLY: "runs only on a CUDA device",
     Capability.CLOSURE_REQUIRED: "step(closure) needs a closure that recomputes the loss",
     Capability.NO_DDP: "cannot run under DistributedDataParallel",
+    Capability.MATRIX_ONLY: (
+        "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "
+        "fallback optimizer, which a routed optimizer provides"
+    ),
     Capability.SINGLE_GROUP: (
         "one learning rate and one weight decay for every parameter (it takes the model, "
         "not param groups): no param_group_rules"
