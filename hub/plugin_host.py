@@ -112,7 +112,10 @@ class PluginHost:
         manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         manager.add_hookspecs(hookspecs)
         loader = _Loader(registry, manager, settings)
+        given = {name for name, _ in self._extra_plugins}
         for plugin_name in sorted({spec.plugin for spec in registry.catalog.values()}):
+            if plugin_name in given:  # a catalog plugin supplied as an object: loaded below
+                continue
             info = PluginInfo(plugin_name, builtin=True)
             loader.load(info, lambda name=plugin_name: importlib.import_module(
                 f"{BUILTIN_PACKAGE}.{name}"))
