@@ -1,0 +1,584 @@
+"""Route sets: which optimizer steps which parameters, in Python and as text.
+
+A route set is an ordered list of routes, each a selector (:mod:`optimhub.selectors`) and
+a catalog optimizer with its own arguments::
+
+    Route("matrix, conv", "muon_torch", lr=0.02, optim_args={"momentum": 0.95})
+    Route("*", "adamw_torch", lr=3e-4, weight_decay=0.1)
+
+The first route that selects a parameter takes it; every trainable parameter must be
+taken (a final ``*`` route is the usual catch-all) and every route must take something
+(torchtitan's exactly-once rule, checked in :mod:`optimhub.route_plan`).
+
+The same set as text, for ``TrainingArguments``-style configuration, the command line and
+``create_optimizer``'s name argument (a name is an identifier, so text holding ``->``
+can never be mistaken for one)::
+
+    matrix, conv -> muon_torch(lr=0.02,momentum=0.95); * -> adamw_torch(lr=0.0003,weight_decay=0.1)
+
+Grammar (nothing is evaluated)::
+
+    routes   := route (";" route)* [";"]
+    route    := [label "="] selector "->" name ["(" arguments ")"]
+    selector := term ("," term)*       # a role, re:PATTERN, type:ClassName or *
+    arguments := the optim_args grammar (key=value, tuples in parentheses, quoting)
+
+A pattern holding ``, ; ( ) =`` or spaces is quoted: ``re:'.*(attn|mlp).*'``. Inside the
+parentheses, the keys of :data:`ROUTE_ARGUMENTS` (HF's ``TrainingArguments`` vocabulary:
+``lr``/``learning_rate``, ``weight_decay``, ``betas``, ``adam_epsilon``, ...) are the
+route's arguments; every other key is an option of the route's optimizer (its
+``optim_args``). ``optim_args='k=v'`` is accepted too, and is how an option whose name is
+also an argument is written. ``str(route_set)`` writes the canonical text, which parses
+back to an equal route set.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .errors import OptimArgsError, OptimArgsTypeError, RoutingError, closest, shorten
+from .optim_args import coerce_value, format_optim_args, resolve_optim_args, split_optim_args
+from .param_groups import WEIGHT_DECAY_POLICIES
+from .plugin_host import get_registry
+from .selectors import Selector
+from .spec import ROUTE_ARGUMENT_KEYS, ArgSpec, Capability, OptimizerSpec
+
+__all__ = [
+    "ARROW",
+    "ROUTE_ARGUMENTS",
+    "Route",
+    "RouteSet",
+    "is_route_text",
+    "matrix_only_routes",
+]
+
+#: Separates a route's selector from its optimizer in the text form.
+ARROW = "->"
+#: The fallback of :func:`matrix_only_routes`: what takes everything a matrix-only
+#: optimizer cannot.
+DEFAULT_FALLBACK = "adamw_torch"
+
+#: A route's own arguments, typed (the keys of its text form that are not optim_args).
+#: The HF ``TrainingArguments`` names, plus ``lr``/``betas`` as short forms and
+#: ``lr_scale`` (a factor on the learning rate the route would otherwise get).
+ROUTE_ARGUMENTS: Mapping[str, ArgSpec] = MappingProxyType({
+    a.name: a for a in (
+        ArgSpec("learning_rate", "float", "the route's learning rate", exclusive_minimum=0.0),
+        ArgSpec("lr", "float", "short for learning_rate", exclusive_minimum=0.0),
+        ArgSpec("lr_scale", "float", "a factor on the learning rate it would get",
+                exclusive_minimum=0.0),
+        ArgSpec("weight_decay", "float", "the route's weight decay", minimum=0.0),
+        ArgSpec("betas", "float_tuple", "(adam_beta1, adam_beta2)", length=2, minimum=0.0,
+                exclusive_maximum=1.0),
+        ArgSpec("adam_beta1", "float", "first-moment decay", minimum=0.0,
+                exclusive_maximum=1.0),
+        ArgSpec("adam_beta2", "float", "second-moment decay", minimum=0.0,
+                exclusive_maximum=1.0),
+        ArgSpec("adam_epsilon", "float", "Adam's epsilon", exclusive_minimum=0.0),
+        ArgSpec("weight_decay_policy", "str", "which parameters decay",
+                choices=WEIGHT_DECAY_POLICIES),
+        ArgSpec("layer_decay", "float", "timm's layer-wise lr decay", exclusive_minimum=0.0,
+                maximum=1.0),
+        ArgSpec("layerwise", "bool", "step each parameter inside backward"),
+        ArgSpec("optim_target_modules", "str", "the low-rank targets (a regex)"),
+        ArgSpec("warmup_steps", "float", "an optimizer-side warmup", minimum=0.0),
+        ArgSpec("max_steps", "int", "total steps (for a warmup ratio)"),
+        ArgSpec("optim_args", "str", "the optimizer's options as text"),
+    )
+})
+#: Route arguments that only the Python form can carry (no text form).
+_PYTHON_ONLY_ARGUMENTS = ("param_group_rules",)
+_SHORT = {"lr": "learning_rate"}
+
+
+def is_route_text(value: object) -> bool:
+    """Whether ``value`` is a route set's text rather than an optimizer name: names are
+    identifiers, so only route text holds the arrow."""
+    return isinstance(value, str) and ARROW in value
+
+
+# ============================================================================ one route
+class Route:
+    """One route: a selector, the catalog optimizer that steps what it selects, and that
+    optimizer's arguments.
+
+    ``select`` is a selector or its terms (``"matrix, conv"``, ``["re:.*attn.*"]``,
+    ``"*"``). ``optim_args`` (text or dict) are the optimizer's options; ``arguments``
+    are the route's own training hyperparameters in HF's vocabulary (``lr`` /
+    ``learning_rate``, ``weight_decay``, ``betas``, ``adam_epsilon``,
+    ``weight_decay_policy``, ``layer_decay``, ``layerwise``...); what a route leaves unset
+    comes from the top-level arguments. ``lr_scale`` multiplies the learning rate the
+    route would get. ``name`` labels it (default: its optimizer's name).
+
+    Everything is checked here, against the catalog: an unknown optimizer, an unknown
+    option or argument, a value of the wrong type.
+    """
+
+    __slots__ = ("_key", "arguments", "name", "optimizer", "options", "select")
+
+    def __init__(self, select: str | Iterable[str] | Selector, optimizer: str, *,
+                 name: str | None = None, optim_args: str | Mapping[str, Any] | None = None,
+                 **arguments: Any) -> None:
+        self.select = Selector.parse(_terms(select))
+        self.optimizer = _route_spec(optimizer).name
+        spec = _route_spec(optimizer)
+        if name is not None and not (isinstance(name, str) and name.isidentifier()):
+            raise RoutingError(
+                f"a route name is an identifier (letters, digits, _), got {name!r}"
+            )
+        self.name = name
+        typed = _typed_arguments(arguments, spec)
+        nested = typed.pop("optim_args", None)
+        if nested is not None and optim_args is not None:
+            raise OptimArgsError(
+                f"route to {spec.name!r}: optim_args given twice (as a keyword and inside "
+                "the arguments); give them once"
+            )
+        self.options = MappingProxyType(_typed_options(spec, optim_args
+                                                       if nested is None else nested))
+        self.arguments = MappingProxyType(typed)
+        self._key = (self.select, self.optimizer, self.name,
+                     tuple(sorted(self.arguments.items(), key=lambda kv: kv[0])),
+                     tuple(sorted(self.options.items(), key=lambda kv: kv[0])))
+
+    @property
+    def spec(self) -> OptimizerSpec:
+        """The spec of the route's optimizer."""
+        return _route_spec(self.optimizer)
+
+    @property
+    def lr_scale(self) -> float | None:
+        return self.arguments.get("lr_scale")
+
+    def to_text(self, label: str | None = None) -> str:
+        """The route in the text grammar (with ``label =`` in front when given)."""
+        terms = ", ".join(_format_term(t) for t in self.select.terms)
+        entries = _text_entries(self)
+        body = f"({format_optim_args(entries)})" if entries else ""
+        prefix = f"{label} = " if label else ""
+        return f"{prefix}{terms} {ARROW} {self.optimizer}{body}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Route) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(_hashable(self._key))
+
+    def __repr__(self) -> str:
+        return f"Route({self.to_text(self.name)!r})"
+
+
+def _terms(select: str | Iterable[str] | Selector) -> str | Iterable[str] | Selector:
+    """A comma-separated str is a list of terms (``"matrix, conv"``), quotes respected."""
+    if isinstance(select, str) and ("," in select or "'" in select or '"' in select):
+        return [_join(group) for group in _split(_tokenize(select), ",")]
+    return select
+
+
+def _route_spec(name: object) -> OptimizerSpec:
+    """The spec of a route's optimizer; refused where it cannot be a route."""
+    if not isinstance(name, str):
+        raise OptimArgsTypeError(
+            f"a route's optimizer is a catalog name (str), got {type(name).__name__} {name!r}"
+        )
+    spec = get_registry().get(name).spec
+    if spec.routed:
+        raise RoutingError(
+            f"route optimizer {name!r} is itself routed (its routes: "
+            f"{', '.join(t.name for t in spec.routes)}); a route takes a plain optimizer. "
+            "Write its routes into this route set instead"
+        )
+    if spec.has(Capability.FUSED_BACKWARD):
+        raise RoutingError(
+            f"optimizer {name!r} cannot be a route: it is fused-backward (it replaces "
+            "loss.backward() and updates every parameter of the model itself), so it cannot "
+            "share a model with other optimizers. Train it alone"
+        )
+    if spec.has(Capability.CLOSURE_REQUIRED):
+        raise RoutingError(
+            f"optimizer {name!r} cannot be a route: it needs step(closure) to re-evaluate "
+            "the loss, which one closure shared by several optimizers cannot give it. "
+            "Train it alone"
+        )
+    return spec
+
+
+def _typed_arguments(arguments: Mapping[str, Any], spec: OptimizerSpec) -> dict[str, Any]:
+    """A route's arguments, typed, short names resolved (``lr``, ``betas``)."""
+    typed: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if key in _PYTHON_ONLY_ARGUMENTS:
+            typed[key] = value  # checked where the route is applied
+            continue
+        arg = ROUTE_ARGUMENTS.get(key)
+        if arg is None:
+            valid = [*ROUTE_ARGUMENTS, *_PYTHON_ONLY_ARGUMENTS, "name"]
+            near = closest(key, valid)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            options = (f" {key!r} is an option of {spec.name!r}: give it in optim_args."
+                       if key in spec.args else "")
+            raise OptimArgsError(
+                f"route to {spec.name!r}: unknown argument {key!r}.{hint}{options} Route "
+                f"arguments: {', '.join(valid)}"
+            )
+        if key == "optim_target_modules" and not isinstance(value, str) and value is not None:
+            typed[key] = _target_list(value)
+            continue
+        value = coerce_value(arg, value, optimizer=f"route to {spec.name}")
+        if value is None:
+            continue
+        if key == "betas":
+            typed["adam_beta1"], typed["adam_beta2"] = value
+        else:
+            typed[_SHORT.get(key, key)] = value
+    if "learning_rate" in typed and "lr_scale" in typed:
+        raise OptimArgsError(
+            f"route to {spec.name!r}: give lr or lr_scale, not both (lr_scale multiplies "
+            "the top-level learning rate)"
+        )
+    return typed
+
+
+def _target_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable) or not all(
+            isinstance(v, str) for v in value):
+        raise OptimArgsTypeError(
+            f"a route's optim_target_modules is a str or a list of str, got {value!r}"
+        )
+    return tuple(value)
+
+
+def _typed_options(spec: OptimizerSpec, optim_args: str | Mapping[str, Any] | None
+                   ) -> dict[str, Any]:
+    """The options given (not the defaults), typed by the optimizer's schema."""
+    if optim_args is None:
+        return {}
+    raw = (split_optim_args(optim_args, optimizer=spec.name)
+           if isinstance(optim_args, str) else dict(optim_args))
+    typed = resolve_optim_args(spec, raw)  # refuses unknown keys and bad values
+    return {key: typed[key] for key in raw}
+
+
+def _text_entries(route: Route) -> dict[str, Any]:
+    """A route's arguments then options, as the text form writes them: an option whose
+    name is also an argument goes into a nested ``optim_args='...'``."""
+    entries: dict[str, Any] = {}
+    for key, value in route.arguments.items():
+        if key in _PYTHON_ONLY_ARGUMENTS:
+            raise OptimArgsError(
+                f"a route with {key} has no text form; write it in Python (optimhub.Route)"
+            )
+        if isinstance(value, tuple):  # optim_target_modules as a list
+            if len(value) != 1:
+                raise OptimArgsError(
+                    f"optim_target_modules={list(value)!r} has no text form (one regex only); "
+                    "join the patterns with '|' or write the route in Python"
+                )
+            value = value[0]
+        entries[key] = value
+    inline = {k: v for k, v in route.options.items() if k not in ROUTE_ARGUMENTS}
+    nested = {k: v for k, v in route.options.items() if k in ROUTE_ARGUMENTS}
+    entries.update(inline)
+    if nested:
+        entries["optim_args"] = format_optim_args(nested)
+    return entries
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+# ============================================================================ the set
+@dataclass(frozen=True)
+class RouteSet:
+    """An ordered, checked list of routes, each with a unique label.
+
+    Built from routes (``RouteSet.of([...])``), from text (``RouteSet.parse(text)``) or
+    from a routed catalog entry and its options (``RouteSet.from_spec``). ``str()`` is
+    the canonical text.
+    """
+
+    routes: tuple[Route, ...]
+    labels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, routes: Iterable[Route] | RouteSet | str) -> RouteSet:
+        """A route set from routes, text, or a route set (returned as is)."""
+        if isinstance(routes, RouteSet):
+            return routes
+        if isinstance(routes, str):
+            return cls.parse(routes)
+        if isinstance(routes, Route) or not isinstance(routes, Iterable):
+            raise OptimArgsTypeError(
+                f"a route set is a list of optimhub.Route or route text, got "
+                f"{type(routes).__name__} {shorten(repr(routes))}"
+            )
+        items = list(routes)
+        bad = [r for r in items if not isinstance(r, Route)]
+        if bad:
+            raise OptimArgsTypeError(
+                f"a route set holds optimhub.Route objects, got {type(bad[0]).__name__} "
+                f"{shorten(repr(bad[0]))}"
+            )
+        return cls._checked(items, [r.name for r in items])
+
+    @classmethod
+    def _checked(cls, routes: Sequence[Route], names: Sequence[str | None]) -> RouteSet:
+        if not routes:
+            raise RoutingError("a route set needs at least one route, e.g. '* -> adamw_torch'")
+        seen: dict[Selector, int] = {}
+        for index, route in enumerate(routes):
+            first = seen.get(route.select)
+            if first is not None:
+                raise RoutingError(
+                    f"routes #{first} and #{index} have the same selector "
+                    f"({route.select}): the first takes everything it selects, so the "
+                    "second could never take a parameter. Merge them, or narrow one"
+                )
+            seen[route.select] = index
+            if route.select.everything and index != len(routes) - 1:
+                raise RoutingError(
+                    f"route #{index} ('* -> {route.optimizer}') takes every parameter, so "
+                    f"the {len(routes) - index - 1} route(s) after it could take nothing: "
+                    "put the catch-all last"
+                )
+        return cls(tuple(routes), _labels(routes, names))
+
+    @classmethod
+    def parse(cls, text: str) -> RouteSet:
+        """A route set from its text form (see the module docstring)."""
+        if not isinstance(text, str):
+            raise OptimArgsTypeError(f"route text is a str, got {type(text).__name__}")
+        tokens = _tokenize(text)
+        routes, names = [], []
+        for index, part in enumerate(_split(tokens, ";")):
+            if not part:
+                if index == 0 or any(_split(tokens, ";")[index + 1:]):
+                    raise RoutingError(f"route text {_quote(text)}: an empty route between ';'")
+                continue
+            name, route = _parse_route(part, text)
+            routes.append(route)
+            names.append(name)
+        return cls._checked(routes, names)
+
+    @classmethod
+    def from_spec(cls, spec: OptimizerSpec, options: Mapping[str, Any]) -> RouteSet:
+        """A routed catalog entry's routes, with its typed options (defaults filled in, as
+        ``resolve_optim_args`` gives them) sent to their routes."""
+        arguments: dict[str, dict[str, Any]] = {t.name: {} for t in spec.routes}
+        optim_args: dict[str, dict[str, Any]] = {t.name: {} for t in spec.routes}
+        optimizers = {t.name: t.optimizer for t in spec.routes}
+        from_base = [t.name for t in spec.routes if t.optimizer == spec.base]
+        for key, value in options.items():
+            arg = spec.args[key]
+            route = arg.route or from_base[0]
+            if value is None:
+                continue  # a nullable option left unset: the route keeps its default
+            if arg.key == "optimizer":
+                optimizers[route] = value
+            elif arg.key in ROUTE_ARGUMENT_KEYS:
+                arguments[route][arg.key] = value
+            else:
+                optim_args[route][arg.key] = value
+        routes = [
+            Route(t.select, optimizers[t.name], name=t.name,
+                  optim_args=optim_args[t.name] or None, **arguments[t.name])
+            for t in spec.routes
+        ]
+        return cls._checked(routes, [t.name for t in spec.routes])
+
+    def __iter__(self) -> Iterator[tuple[str, Route]]:
+        return iter(zip(self.labels, self.routes, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def to_text(self) -> str:
+        """The canonical text; ``RouteSet.parse`` gives back an equal route set."""
+        return "; ".join(route.to_text(route.name) for route in self.routes)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def matrix_only_routes(name: str, fallback: str = DEFAULT_FALLBACK, *,
+                       optim_args: str | Mapping[str, Any] | None = None) -> RouteSet:
+    """The routed form of a ``matrix_only`` optimizer (the Muon family): the weight
+    matrices and conv kernels to ``name``, everything else to ``fallback``. Decided by the
+    capability, so every matrix-only name gets it the same way."""
+    spec = get_registry().get(name).spec
+    if not spec.has(Capability.MATRIX_ONLY):
+        raise RoutingError(
+            f"optimizer {spec.name!r} is not matrix-only (capability "
+            f"'{Capability.MATRIX_ONLY.value}'): it takes every parameter by itself"
+        )
+    return RouteSet.of([Route(["matrix", "conv"], spec.name, optim_args=optim_args),
+                        Route("*", fallback)])
+
+
+def _labels(routes: Sequence[Route], names: Sequence[str | None]) -> tuple[str, ...]:
+    """Each route's label: its given name, else its optimizer's name (``_2``, ``_3``...
+    for a repeated optimizer)."""
+    given = [n for n in names if n is not None]
+    repeated = {n for n in given if given.count(n) > 1}
+    if repeated:
+        raise RoutingError(f"route name(s) {sorted(repeated)} used twice; each must be unique")
+    labels: list[str] = []
+    taken = set(given)
+    for route, name in zip(routes, names, strict=True):
+        if name is not None:
+            labels.append(name)
+            continue
+        label, count = route.optimizer, 1
+        while label in taken:
+            count += 1
+            label = f"{route.optimizer}_{count}"
+        taken.add(label)
+        labels.append(label)
+    return tuple(labels)
+
+
+# ============================================================================ the text form
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # "word", "quoted", one of ; , ( ) = or "->"
+    text: str
+    start: int
+    end: int
+
+
+_DELIMS = ";,()="
+_QUOTES = "'\""
+_BARE_PATTERN = re.compile(r"[^\s,;()='\"]+")
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char.isspace():
+            i += 1
+        elif text.startswith(ARROW, i):
+            tokens.append(_Tok(ARROW, ARROW, i, i + 2))
+            i += 2
+        elif char in _DELIMS:
+            tokens.append(_Tok(char, char, i, i + 1))
+            i += 1
+        elif char in _QUOTES:
+            close = text.find(char, i + 1)
+            if close < 0:
+                raise RoutingError(f"route text {_quote(text)}: unterminated quote {char}")
+            tokens.append(_Tok("quoted", text[i + 1:close], i, close + 1))
+            i = close + 1
+        else:
+            j = i
+            while j < n and not (text[j].isspace() or text[j] in _DELIMS or text[j] in _QUOTES
+                                 or text.startswith(ARROW, j)):
+                j += 1
+            tokens.append(_Tok("word", text[i:j], i, j))
+            i = j
+    return tokens
+
+
+def _split(tokens: list[_Tok], separator: str) -> list[list[_Tok]]:
+    """Cut at top-level separators (not inside parentheses)."""
+    parts: list[list[_Tok]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "(":
+            depth += 1
+        elif tok.kind == ")":
+            depth -= 1
+        if tok.kind == separator and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return parts
+
+
+def _join(tokens: list[_Tok]) -> str:
+    """One selector term from its tokens: ``re:`` followed by a quoted pattern is one term."""
+    if len(tokens) == 1:
+        return tokens[0].text
+    if (len(tokens) == 2 and tokens[0].kind == "word" and tokens[0].text.endswith(":")
+            and tokens[1].kind == "quoted" and tokens[0].end == tokens[1].start):
+        return tokens[0].text + tokens[1].text
+    shown = " ".join(t.text for t in tokens)
+    raise RoutingError(
+        f"selector term {_quote(shown)} is not one term: separate terms with ',' and quote "
+        "a pattern holding spaces or , ; ( ) =, e.g. re:'.*(attn|mlp).*'"
+    )
+
+
+def _parse_route(tokens: list[_Tok], text: str) -> tuple[str | None, Route]:
+    source = text[tokens[0].start:tokens[-1].end]
+    arrows = [i for i, t in enumerate(tokens) if t.kind == ARROW]
+    if len(arrows) != 1:
+        raise RoutingError(
+            f"route {_quote(source)}: write one route as 'SELECTOR -> OPTIMIZER(ARGS)', e.g. "
+            f"'matrix -> muon_torch(lr=0.02)'; routes are separated by ';'"
+        )
+    head, tail = tokens[:arrows[0]], tokens[arrows[0] + 1:]
+    name = None
+    if len(head) >= 2 and head[1].kind == "=" and head[0].kind == "word":
+        name, head = head[0].text, head[2:]
+    if not head:
+        raise RoutingError(f"route {_quote(source)} has no selector before '{ARROW}'")
+    terms = [_join(group) if group else "" for group in _split(head, ",")]
+    if "" in terms:
+        raise RoutingError(f"route {_quote(source)}: an empty selector term between commas")
+    if not tail or tail[0].kind != "word":
+        raise RoutingError(f"route {_quote(source)} has no optimizer name after '{ARROW}'")
+    optimizer, rest = tail[0].text, tail[1:]
+    body = ""
+    if rest:
+        if rest[0].kind != "(" or rest[-1].kind != ")":
+            raise RoutingError(
+                f"route {_quote(source)}: after the optimizer name only '(arguments)' may "
+                "follow, e.g. adamw_torch(lr=3e-4)"
+            )
+        body = text[rest[0].end:rest[-1].start]
+    raw = split_optim_args(body, optimizer=optimizer)
+    spec = _route_spec(optimizer)
+    arguments = {k: v for k, v in raw.items() if k in ROUTE_ARGUMENTS}
+    options = {k: v for k, v in raw.items() if k not in ROUTE_ARGUMENTS}
+    if options and "optim_args" in arguments:
+        raise OptimArgsError(
+            f"route {_quote(source)}: options are given both inline and in optim_args=; "
+            "give them one way"
+        )
+    unknown = [k for k in options if k not in spec.args]
+    if unknown:
+        _typed_options(spec, options)  # raises the usual error listing the valid keys
+    return name, Route(terms, optimizer, name=name, optim_args=options or None, **arguments)
+
+
+def _format_term(term: str) -> str:
+    """A selector term as text: a pattern is quoted unless it is safe bare."""
+    if term.startswith("re:") and not _BARE_PATTERN.fullmatch(term[3:]):
+        pattern = term[3:]
+        quote = "'" if "'" not in pattern else '"'
+        if quote in pattern:
+            raise OptimArgsError(
+                f"pattern {pattern!r} holds both quote characters and has no text form"
+            )
+        return f"re:{quote}{pattern}{quote}"
+    return term
+
+
+def _quote(text: str) -> str:
+    return repr(shorten(text, 120))
+
+
+def _is_finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
