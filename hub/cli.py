@@ -1,5 +1,6 @@
-"""The ``optimhub`` command line: see what is available, what an optimizer needs, and
-what is wrong with this machine, before a GPU-hour is spent.
+"""The ``optimhub`` command line: see what is available, what an optimizer needs, what it
+will do with each parameter (``explain``), and what is wrong with this machine, before a
+GPU-hour is spent.
 
 Every listing takes ``--json``. Only ``doctor`` imports backends (that is its job); the
 others read specs alone, so they answer in well under a second.
@@ -44,6 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_estimate_parser(commands)
     _add_compare_parser(commands)
+    _add_explain_parser(commands)
 
     for sub in (listing, info, plugins, doctor):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -428,6 +430,13 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare.command import run
 
     return run(args)
+
+
+# ---- explain (hub/explain_command.py) --------------------------------------------------
+def _add_explain_parser(commands: Any) -> None:
+    from .explain_command import add_explain_parser
+
+    add_explain_parser(commands)
 
 
 # ---- output helpers --------------------------------------------------------------------

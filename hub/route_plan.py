@@ -45,7 +45,7 @@ from .roles import ParameterRole, Role, parameter_roles
 from .routing import Route, RouteSet, is_route_text
 from .spec import Capability, OptimizerSpec, RouteTemplate
 
-__all__ = ["PlannedRoute", "RoutingPlan", "is_routed", "plan_routes"]
+__all__ = ["PlannedRoute", "RoutingPlan", "is_routed", "plan_routes", "spec_for"]
 
 #: Capabilities a route gives the whole routed optimizer: what the training loop, the
 #: schedulers and the distributed checks must honour for it.
@@ -119,8 +119,20 @@ def plan_routes(name: Any, model: Any, args: Any, overrides: Mapping[str, Any], 
         _plan_route(label, route, claims[label], roles, top, source, spec, build=build)
         for label, route in route_set
     )
-    return RoutingPlan(_routed_spec(spec, route_set, planned), route_set, roles, planned,
+    return RoutingPlan(_routed_spec(spec, route_set, top), route_set, roles, planned,
                        top, source)
+
+
+def spec_for(name: Any, args: Any = None, **overrides: Any) -> OptimizerSpec:
+    """The spec ``optimhub.spec_of`` will answer for ``create_optimizer(name, ...)``, before
+    building and without a model: a plain name's spec, a preset's (with the capabilities
+    its options give it: a schedule-free fallback...), or a route set's. What a loop must
+    do (schedule-free modes, no clipping for layerwise routes) can be checked on it."""
+    if not is_routed(name):
+        return get_registry().get(name).spec
+    top = resolve_arguments(args, overrides)
+    route_set, spec = _route_set(name, top)
+    return _routed_spec(spec, route_set, top)
 
 
 # ---- which route set ---------------------------------------------------------------------
@@ -306,12 +318,14 @@ def _in_route(exc: OptimHubError, where: str, preset: OptimizerSpec | None
 
 # ---- what spec_of answers ----------------------------------------------------------------
 def _routed_spec(preset: OptimizerSpec | None, route_set: RouteSet,
-                 planned: Sequence[PlannedRoute]) -> OptimizerSpec:
+                 top: OptimizerArguments) -> OptimizerSpec:
     """The catalog spec of a preset built as declared; otherwise a spec that states the
     routes as built and the capabilities the loop must honour (schedule-free, layerwise,
     no DDP...)."""
-    capabilities = {c for p in planned for c in _INHERITED_CAPABILITIES if p.spec.has(c)}
-    if any(p.prepared.layerwise for p in planned):
+    specs = [route.spec for route in route_set.routes]
+    capabilities = {c for s in specs for c in _INHERITED_CAPABILITIES if s.has(c)}
+    if any(route.spec.runs_layerwise(bool(route.arguments.get("layerwise", top.layerwise)))
+           for route in route_set.routes):
         capabilities.add(Capability.LAYERWISE)
     templates = tuple(RouteTemplate(label, route.select.terms, route.optimizer)
                       for label, route in route_set)
