@@ -28,7 +28,7 @@ import torch
 
 from .build import BuildRequest
 from .checkpoint import check_state, spec_or_none, stamp_of, stamp_state
-from .errors import CapabilityError, CheckpointError
+from .errors import CapabilityError, CheckpointError, OptimHubError
 from .layerwise import LayerwiseOptimizer
 from .spec import Capability, OptimizerSpec
 
@@ -62,7 +62,10 @@ def build_routed(plan: Any, build_one: Callable[[Any], tuple[torch.optim.Optimiz
     built: list[BuiltRoute] = []
     try:
         for route in plan.routes:
-            optimizer, request = build_one(route.prepared)
+            try:
+                optimizer, request = build_one(route.prepared)
+            except OptimHubError as exc:
+                raise _in_route(exc, route) from exc
             names = {id(p): n for n, p in request.named_parameters().items()}
             built.append(BuiltRoute(route.label, route.spec, optimizer, names))
     except BaseException:
@@ -71,6 +74,15 @@ def build_routed(plan: Any, build_one: Callable[[Any], tuple[torch.optim.Optimiz
                 route.optimizer.close()
         raise
     return RoutedOptimizer(built, defaults={"lr": plan.arguments.learning_rate})
+
+
+def _in_route(exc: OptimHubError, route: Any) -> OptimHubError:
+    """The builder's error, saying which route it is about."""
+    try:
+        return type(exc)(f"route {route.label!r} ({route.route.select} -> "
+                         f"{route.spec.name}): {exc}")
+    except TypeError:  # an error class with its own constructor: keep it as it is
+        return exc
 
 
 class RoutedOptimizer(torch.optim.Optimizer):

@@ -551,16 +551,17 @@ def _parse_route(tokens: list[_Tok], text: str) -> tuple[str | None, Route]:
     raw = split_optim_args(body, optimizer=optimizer)
     spec = _route_spec(optimizer)
     arguments = {k: v for k, v in raw.items() if k in ROUTE_ARGUMENTS}
-    options = {k: v for k, v in raw.items() if k not in ROUTE_ARGUMENTS}
-    if options and "optim_args" in arguments:
+    options: dict[str, Any] | str | None = {k: v for k, v in raw.items()
+                                            if k not in ROUTE_ARGUMENTS} or None
+    nested = arguments.pop("optim_args", None)
+    if options and nested is not None:
         raise OptimArgsError(
             f"route {_quote(source)}: options are given both inline and in optim_args=; "
             "give them one way"
         )
-    unknown = [k for k in options if k not in spec.args]
-    if unknown:
-        _typed_options(spec, options)  # raises the usual error listing the valid keys
-    return name, Route(terms, optimizer, name=name, optim_args=options or None, **arguments)
+    if options is not None:
+        _typed_options(spec, options)  # an unknown key: the usual error with the valid keys
+    return name, Route(terms, optimizer, name=name, optim_args=options or nested, **arguments)
 
 
 def _format_term(term: str) -> str:
