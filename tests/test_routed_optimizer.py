@@ -150,7 +150,7 @@ def test_step_with_a_closure_evaluates_it_once_and_returns_the_loss(tiny_lm):
         return loss
 
     loss = optimizer.step(closure)
-    assert len(calls) == 1 and math.isfinite(float(loss))
+    assert len(calls) == 1 and math.isfinite(loss.item())
 
 
 # ---- one optimizer object -----------------------------------------------------------------
