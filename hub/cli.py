@@ -404,7 +404,8 @@ def _add_compare_parser(commands: Any) -> None:
         "write compare.png and results.json into --out. Names that cannot run here are "
         "listed with the reason. The PNG needs matplotlib: pip install 'optimhub[compare]'.",
     )
-    compare.add_argument("names", nargs="+", metavar="NAME", help="optimizer names or aliases")
+    compare.add_argument("names", nargs="+", metavar="NAME",
+                         help="optimizer names or aliases, or route sets in quotes")
     compare.add_argument("--steps", type=int, default=None, metavar="N",
                          help="training steps per optimizer (default 300)")
     compare.add_argument("--out", default=None, metavar="DIR",
