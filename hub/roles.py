@@ -31,7 +31,7 @@ the meta device (a 70B configuration costs nothing to describe).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "ROLE_NAMES",
     "ParameterRole",
     "Role",
+    "layer_count",
     "layer_indices",
     "parameter_roles",
 ]
@@ -261,11 +262,3 @@ def _block_stack(model: nn.Module) -> tuple[str | None, int]:
         if count > best[0]:
             best = (count, name, len(module))
     return best[1], best[2]
-
-
-def roles_table(roles: Mapping[str, ParameterRole]) -> dict[str, int]:
-    """How many parameters (tensors) have each role, for summaries."""
-    counts = dict.fromkeys(ROLE_NAMES, 0)
-    for entry in roles.values():
-        counts[entry.role.value] += 1
-    return counts

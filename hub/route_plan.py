@@ -110,6 +110,15 @@ def plan_routes(name: Any, model: Any, args: Any, overrides: Mapping[str, Any], 
             "a routed optimizer selects parameters by role and name from the model: pass the "
             "model (or (name, parameter) pairs), not param-group dicts"
         )
+    if source.module is None:
+        guessed = [label for label, route in route_set if route.select.needs_model]
+        if guessed:
+            raise RoutingError(
+                f"route(s) {', '.join(map(repr, guessed))} select by role or module type, "
+                "which are read from the model (an embedding and a head are 2-D like any "
+                "matrix): pass the nn.Module, not its parameters, or select by 're:' name "
+                "patterns"
+            )
     trainable = [(n, p) for n, p in source.named if p.requires_grad]
     roles = parameter_roles(source.module, trainable)
     claims = _assign(route_set, roles)

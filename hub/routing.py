@@ -34,7 +34,6 @@ back to an equal route set.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,8 +124,8 @@ class Route:
                  name: str | None = None, optim_args: str | Mapping[str, Any] | None = None,
                  **arguments: Any) -> None:
         self.select = Selector.parse(_terms(select))
-        self.optimizer = _route_spec(optimizer).name
         spec = _route_spec(optimizer)
+        self.optimizer = spec.name
         if name is not None and not (isinstance(name, str) and name.isidentifier()):
             raise RoutingError(
                 f"a route name is an identifier (letters, digits, _), got {name!r}"
@@ -579,7 +578,3 @@ def _format_term(term: str) -> str:
 
 def _quote(text: str) -> str:
     return repr(shorten(text, 120))
-
-
-def _is_finite(value: Any) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)

@@ -20,7 +20,7 @@ with it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import OptimArgsTypeError, RoutingError, closest, shorten
@@ -90,6 +90,11 @@ class Selector:
         return cls(tuple(roles), tuple(patterns), tuple(types), everything)
 
     @property
+    def needs_model(self) -> bool:
+        """Roles and module types are read from the model; a pattern or ``*`` is not."""
+        return bool(self.roles or self.types)
+
+    @property
     def terms(self) -> tuple[str, ...]:
         """The selector as terms, in a canonical order: parsing them gives it back."""
         if self.everything:
@@ -154,8 +159,3 @@ def _class_name(name: str) -> str:
             "'type:Linear' or 'type:LlamaRMSNorm'"
         )
     return name
-
-
-def terms_of(value: str | Sequence[str]) -> tuple[str, ...]:
-    """The canonical terms of a selector given as terms (validated)."""
-    return Selector.parse(value).terms

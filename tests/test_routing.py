@@ -243,6 +243,15 @@ def test_param_group_dicts_are_refused_for_a_routed_optimizer(tiny_lm):
         optimhub.create_optimizer("muon", [{"params": list(tiny_lm.parameters())}])
 
 
+def test_roles_need_the_model_but_name_patterns_do_not(tiny_lm):
+    named = list(tiny_lm.named_parameters())
+    with pytest.raises(RoutingError, match=r"route\(s\) 'muon' select by role.*pass the nn"):
+        optimhub.create_optimizer("muon", named)
+    optimizer = optimhub.create_optimizer(r"re:layers\..*\.weight -> sgd; * -> adamw_torch",
+                                          named)
+    assert optimizer.route_of(tiny_lm.lm_head.weight) == "adamw_torch"
+
+
 def test_spec_for_knows_the_capabilities_before_building():
     assert spec_for("adamw_torch") is optimhub.get_spec("adamw_torch")
     assert spec_for("muon") is optimhub.get_spec("muon")
