@@ -42,7 +42,8 @@ from .parameter_source import ParameterSource
 from .plugin_host import get_registry
 from .prepare import Prepared, prepare
 from .roles import ParameterRole, Role, parameter_roles
-from .routing import Route, RouteSet, is_route_text
+from .route_text import is_route_text
+from .routing import Route, RouteSet
 from .spec import Capability, OptimizerSpec, RouteTemplate
 
 __all__ = ["PlannedRoute", "RoutingPlan", "is_routed", "plan_routes", "spec_for"]

@@ -16,25 +16,17 @@ can never be mistaken for one)::
 
     matrix, conv -> muon_torch(lr=0.02,momentum=0.95); * -> adamw_torch(lr=0.0003,weight_decay=0.1)
 
-Grammar (nothing is evaluated)::
-
-    routes   := route (";" route)* [";"]
-    route    := [label "="] selector "->" name ["(" arguments ")"]
-    selector := term ("," term)*       # a role, re:PATTERN, type:ClassName or *
-    arguments := the optim_args grammar (key=value, tuples in parentheses, quoting)
-
-A pattern holding ``, ; ( ) =`` or spaces is quoted: ``re:'.*(attn|mlp).*'``. Inside the
-parentheses, the keys of :data:`ROUTE_ARGUMENTS` (HF's ``TrainingArguments`` vocabulary:
-``lr``/``learning_rate``, ``weight_decay``, ``betas``, ``adam_epsilon``, ...) are the
-route's arguments; every other key is an option of the route's optimizer (its
-``optim_args``). ``optim_args='k=v'`` is accepted too, and is how an option whose name is
-also an argument is written. ``str(route_set)`` writes the canonical text, which parses
-back to an equal route set.
+The grammar is in :mod:`optimhub.route_text`; a pattern holding ``, ; ( ) =`` or spaces
+is quoted: ``re:'.*(attn|mlp).*'``. Inside the parentheses, the keys of
+:data:`ROUTE_ARGUMENTS` (HF's ``TrainingArguments`` vocabulary: ``lr``/``learning_rate``,
+``weight_decay``, ``betas``, ``adam_epsilon``, ...) are the route's arguments; every other
+key is an option of the route's optimizer (its ``optim_args``). ``optim_args='k=v'`` is
+accepted too, and is how an option whose name is also an argument is written.
+``str(route_set)`` writes the canonical text, which parses back to an equal route set.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -44,20 +36,24 @@ from .errors import OptimArgsError, OptimArgsTypeError, RoutingError, closest, s
 from .optim_args import coerce_value, format_optim_args, resolve_optim_args, split_optim_args
 from .param_groups import WEIGHT_DECAY_POLICIES
 from .plugin_host import get_registry
+from .route_text import (
+    ARROW,
+    RouteText,
+    format_term,
+    parse_route_text,
+    quote,
+    split_terms,
+)
 from .selectors import Selector
 from .spec import ROUTE_ARGUMENT_KEYS, ArgSpec, Capability, OptimizerSpec
 
 __all__ = [
-    "ARROW",
     "ROUTE_ARGUMENTS",
     "Route",
     "RouteSet",
-    "is_route_text",
     "matrix_only_routes",
 ]
 
-#: Separates a route's selector from its optimizer in the text form.
-ARROW = "->"
 #: The fallback of :func:`matrix_only_routes`: what takes everything a matrix-only
 #: optimizer cannot.
 DEFAULT_FALLBACK = "adamw_torch"
@@ -93,12 +89,6 @@ ROUTE_ARGUMENTS: Mapping[str, ArgSpec] = MappingProxyType({
 #: Route arguments that only the Python form can carry (no text form).
 _PYTHON_ONLY_ARGUMENTS = ("param_group_rules",)
 _SHORT = {"lr": "learning_rate"}
-
-
-def is_route_text(value: object) -> bool:
-    """Whether ``value`` is a route set's text rather than an optimizer name: names are
-    identifiers, so only route text holds the arrow."""
-    return isinstance(value, str) and ARROW in value
 
 
 # ============================================================================ one route
@@ -156,7 +146,7 @@ class Route:
 
     def to_text(self, label: str | None = None) -> str:
         """The route in the text grammar (with ``label =`` in front when given)."""
-        terms = ", ".join(_format_term(t) for t in self.select.terms)
+        terms = ", ".join(format_term(t) for t in self.select.terms)
         entries = _text_entries(self)
         body = f"({format_optim_args(entries)})" if entries else ""
         prefix = f"{label} = " if label else ""
@@ -175,7 +165,7 @@ class Route:
 def _terms(select: str | Iterable[str] | Selector) -> str | Iterable[str] | Selector:
     """A comma-separated str is a list of terms (``"matrix, conv"``), quotes respected."""
     if isinstance(select, str) and ("," in select or "'" in select or '"' in select):
-        return [_join(group) for group in _split(_tokenize(select), ",")]
+        return split_terms(select)
     return select
 
 
@@ -357,17 +347,8 @@ class RouteSet:
         """A route set from its text form (see the module docstring)."""
         if not isinstance(text, str):
             raise OptimArgsTypeError(f"route text is a str, got {type(text).__name__}")
-        tokens = _tokenize(text)
-        routes, names = [], []
-        for index, part in enumerate(_split(tokens, ";")):
-            if not part:
-                if index == 0 or any(_split(tokens, ";")[index + 1:]):
-                    raise RoutingError(f"route text {_quote(text)}: an empty route between ';'")
-                continue
-            name, route = _parse_route(part, text)
-            routes.append(route)
-            names.append(name)
-        return cls._checked(routes, names)
+        written = parse_route_text(text)
+        return cls._checked([_route_from_text(w) for w in written], [w.label for w in written])
 
     @classmethod
     def from_spec(cls, spec: OptimizerSpec, options: Mapping[str, Any]) -> RouteSet:
@@ -446,135 +427,20 @@ def _labels(routes: Sequence[Route], names: Sequence[str | None]) -> tuple[str, 
     return tuple(labels)
 
 
-# ============================================================================ the text form
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # "word", "quoted", one of ; , ( ) = or "->"
-    text: str
-    start: int
-    end: int
-
-
-_DELIMS = ";,()="
-_QUOTES = "'\""
-_BARE_PATTERN = re.compile(r"[^\s,;()='\"]+")
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif text.startswith(ARROW, i):
-            tokens.append(_Tok(ARROW, ARROW, i, i + 2))
-            i += 2
-        elif char in _DELIMS:
-            tokens.append(_Tok(char, char, i, i + 1))
-            i += 1
-        elif char in _QUOTES:
-            close = text.find(char, i + 1)
-            if close < 0:
-                raise RoutingError(f"route text {_quote(text)}: unterminated quote {char}")
-            tokens.append(_Tok("quoted", text[i + 1:close], i, close + 1))
-            i = close + 1
-        else:
-            j = i
-            while j < n and not (text[j].isspace() or text[j] in _DELIMS or text[j] in _QUOTES
-                                 or text.startswith(ARROW, j)):
-                j += 1
-            tokens.append(_Tok("word", text[i:j], i, j))
-            i = j
-    return tokens
-
-
-def _split(tokens: list[_Tok], separator: str) -> list[list[_Tok]]:
-    """Cut at top-level separators (not inside parentheses)."""
-    parts: list[list[_Tok]] = [[]]
-    depth = 0
-    for tok in tokens:
-        if tok.kind == "(":
-            depth += 1
-        elif tok.kind == ")":
-            depth -= 1
-        if tok.kind == separator and depth == 0:
-            parts.append([])
-        else:
-            parts[-1].append(tok)
-    return parts
-
-
-def _join(tokens: list[_Tok]) -> str:
-    """One selector term from its tokens: ``re:`` followed by a quoted pattern is one term."""
-    if len(tokens) == 1:
-        return tokens[0].text
-    if (len(tokens) == 2 and tokens[0].kind == "word" and tokens[0].text.endswith(":")
-            and tokens[1].kind == "quoted" and tokens[0].end == tokens[1].start):
-        return tokens[0].text + tokens[1].text
-    shown = " ".join(t.text for t in tokens)
-    raise RoutingError(
-        f"selector term {_quote(shown)} is not one term: separate terms with ',' and quote "
-        "a pattern holding spaces or , ; ( ) =, e.g. re:'.*(attn|mlp).*'"
-    )
-
-
-def _parse_route(tokens: list[_Tok], text: str) -> tuple[str | None, Route]:
-    source = text[tokens[0].start:tokens[-1].end]
-    arrows = [i for i, t in enumerate(tokens) if t.kind == ARROW]
-    if len(arrows) != 1:
-        raise RoutingError(
-            f"route {_quote(source)}: write one route as 'SELECTOR -> OPTIMIZER(ARGS)', e.g. "
-            f"'matrix -> muon_torch(lr=0.02)'; routes are separated by ';'"
-        )
-    head, tail = tokens[:arrows[0]], tokens[arrows[0] + 1:]
-    name = None
-    if len(head) >= 2 and head[1].kind == "=" and head[0].kind == "word":
-        name, head = head[0].text, head[2:]
-    if not head:
-        raise RoutingError(f"route {_quote(source)} has no selector before '{ARROW}'")
-    terms = [_join(group) if group else "" for group in _split(head, ",")]
-    if "" in terms:
-        raise RoutingError(f"route {_quote(source)}: an empty selector term between commas")
-    if not tail or tail[0].kind != "word":
-        raise RoutingError(f"route {_quote(source)} has no optimizer name after '{ARROW}'")
-    optimizer, rest = tail[0].text, tail[1:]
-    body = ""
-    if rest:
-        if rest[0].kind != "(" or rest[-1].kind != ")":
-            raise RoutingError(
-                f"route {_quote(source)}: after the optimizer name only '(arguments)' may "
-                "follow, e.g. adamw_torch(lr=3e-4)"
-            )
-        body = text[rest[0].end:rest[-1].start]
-    raw = split_optim_args(body, optimizer=optimizer)
-    spec = _route_spec(optimizer)
-    arguments = {k: v for k, v in raw.items() if k in ROUTE_ARGUMENTS}
-    options: dict[str, Any] | str | None = {k: v for k, v in raw.items()
-                                            if k not in ROUTE_ARGUMENTS} or None
+def _route_from_text(written: RouteText) -> Route:
+    """A route from its text: the keys of ``ROUTE_ARGUMENTS`` are arguments, the rest
+    options of its optimizer (or all of them in one nested ``optim_args='...'``)."""
+    spec = _route_spec(written.optimizer)
+    entries = written.entries
+    arguments = {k: v for k, v in entries.items() if k in ROUTE_ARGUMENTS}
+    options = {k: v for k, v in entries.items() if k not in ROUTE_ARGUMENTS} or None
     nested = arguments.pop("optim_args", None)
     if options and nested is not None:
         raise OptimArgsError(
-            f"route {_quote(source)}: options are given both inline and in optim_args=; "
-            "give them one way"
+            f"route {quote(written.source)}: options are given both inline and in "
+            "optim_args=; give them one way"
         )
     if options is not None:
         _typed_options(spec, options)  # an unknown key: the usual error with the valid keys
-    return name, Route(terms, optimizer, name=name, optim_args=options or nested, **arguments)
-
-
-def _format_term(term: str) -> str:
-    """A selector term as text: a pattern is quoted unless it is safe bare."""
-    if term.startswith("re:") and not _BARE_PATTERN.fullmatch(term[3:]):
-        pattern = term[3:]
-        quote = "'" if "'" not in pattern else '"'
-        if quote in pattern:
-            raise OptimArgsError(
-                f"pattern {pattern!r} holds both quote characters and has no text form"
-            )
-        return f"re:{quote}{pattern}{quote}"
-    return term
-
-
-def _quote(text: str) -> str:
-    return repr(shorten(text, 120))
+    return Route(written.terms, spec.name, name=written.label, optim_args=options or nested,
+                 **arguments)
