@@ -26,16 +26,21 @@ from .errors import (
     OptimHubError,
     OptimHubWarning,
     PluginLoadError,
+    RoutingError,
     TargetModulesError,
     TargetModulesTypeError,
     UnknownOptimizerError,
 )
+from .explain import explain
 from .factory import create_optimizer
 from .hookspecs import hookimpl
 from .listing import get_spec, list_optimizers
 from .memory import estimate
 from .param_groups import ParamGroupRule
 from .registration import Register
+from .roles import Role, parameter_roles
+from .routed import RoutedOptimizer
+from .routing import Route, RouteSet
 from .schedules import SCHEDULE_NAMES, create_scheduler
 from .spec import ArgSpec, Capability, OptimizerSpec
 from .targets import explain_targets
@@ -65,6 +70,11 @@ __all__ = [
     "ParamGroupRule",
     "PluginLoadError",
     "Register",
+    "Role",
+    "Route",
+    "RouteSet",
+    "RoutedOptimizer",
+    "RoutingError",
     "TargetModulesError",
     "TargetModulesTypeError",
     "TrainingDriver",
@@ -74,10 +84,12 @@ __all__ = [
     "create_scheduler",
     "drive",
     "estimate",
+    "explain",
     "explain_targets",
     "get_spec",
     "hookimpl",
     "list_optimizers",
+    "parameter_roles",
     "spec_from_mapping",
     "spec_of",
 ]

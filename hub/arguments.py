@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptimArgsError, OptimArgsTypeError, closest
+from .param_groups import WEIGHT_DECAY_POLICIES
 
 __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 
@@ -25,9 +26,13 @@ __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 class OptimizerArguments:
     """The optimizer-related fields of HF ``TrainingArguments``, with HF's defaults.
 
-    ``param_group_rules`` and ``layerwise`` are optimhub's own additions: per-parameter
-    ``lr`` / ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`), and the
-    optimizer-in-backward mode for any spec that allows it. ``warmup_steps``
+    ``param_group_rules``, ``layerwise``, ``weight_decay_policy`` and ``layer_decay`` are
+    optimhub's own additions: per-parameter ``lr`` / ``weight_decay`` overrides (see
+    :class:`optimhub.ParamGroupRule`); the optimizer-in-backward mode for any spec that
+    allows it; which parameters ``weight_decay`` applies to (``"hf"``: HF's name-based
+    split; ``"matrices"`` / ``"matrices_and_embeddings"``: by role, see
+    ``optimhub.param_groups.WEIGHT_DECAY_POLICIES``); and timm's layer-wise learning-rate
+    decay (block ``i`` of ``L`` trains at ``lr * layer_decay ** (L + 1 - depth)``). ``warmup_steps``
     and ``max_steps`` matter to optimizers with a warmup of their own (schedule-free):
     as in HF, a ``warmup_steps`` below 1 is a ratio of ``max_steps``.
     """
@@ -43,6 +48,8 @@ class OptimizerArguments:
     warmup_steps: float = 0
     max_steps: int = -1
     layerwise: bool = False
+    weight_decay_policy: str = "hf"
+    layer_decay: float | None = None
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -180,6 +187,20 @@ def _validate(args: OptimizerArguments) -> None:
         raise OptimArgsTypeError(f"layerwise must be True or False, got {args.layerwise!r}")
     if isinstance(args.max_steps, bool) or not isinstance(args.max_steps, int):
         raise OptimArgsTypeError(f"max_steps must be an int, got {args.max_steps!r}")
+    if args.weight_decay_policy not in WEIGHT_DECAY_POLICIES:
+        near = closest(str(args.weight_decay_policy), WEIGHT_DECAY_POLICIES)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise OptimArgsError(
+            f"weight_decay_policy={args.weight_decay_policy!r} is not known.{hint} Policies: "
+            f"{', '.join(WEIGHT_DECAY_POLICIES)} ('hf', the default, is HF's name-based split)"
+        )
+    if args.layer_decay is not None:
+        _number("layer_decay", args.layer_decay, low=0.0, low_open=True)
+        if args.layer_decay > 1:
+            raise OptimArgsError(
+                f"layer_decay must be in (0, 1] (each block nearer the input trains at that "
+                f"factor of the next one's lr), got {args.layer_decay!r}"
+            )
     if not isinstance(args.optim_args, (str, Mapping, type(None))):
         raise OptimArgsTypeError(
             f"optim_args must be a string like 'rank=1,scale=128' or a dict, "

@@ -20,14 +20,16 @@ from .param_groups import (
     NO_DECAY_NAME_PATTERNS,
     ParamGroups,
     build_param_groups,
+    decay_names_by_role,
     decay_parameter_names,
     parse_rules,
 )
 from .parameter_source import ParameterSource
 from .prepare import Prepared
+from .roles import layer_count, layer_indices, parameter_roles
 from .spec import OptimizerSpec
 
-__all__ = ["build_request", "constructor_kwargs"]
+__all__ = ["build_request", "constructor_kwargs", "layer_lr_scales"]
 
 
 def build_request(prepared: Prepared) -> BuildRequest:
@@ -89,14 +91,28 @@ def _param_groups(prepared: Prepared) -> ParamGroups:
     return build_param_groups(
         source.named,
         weight_decay=decay or 0.0,
-        decay_names=_decay_names(source),
+        decay_names=_decay_names(source, arguments.weight_decay_policy),
         target_names=prepared.target_names,
         target_options=target_options,
         rules=parse_rules(arguments.param_group_rules),
+        lr_scales=layer_lr_scales(source, arguments.layer_decay),
+        base_lr=arguments.learning_rate,
     )
 
 
-def _decay_names(source: ParameterSource) -> set[str] | None:
+def layer_lr_scales(source: ParameterSource, layer_decay: float | None) -> dict[str, float]:
+    """timm's layer-wise lr decay: ``layer_decay ** (blocks + 1 - depth)`` per parameter
+    (depth 0: before the stack of blocks; ``blocks + 1``: after it, scale 1)."""
+    if layer_decay is None or layer_decay == 1 or source.module is None:
+        return {}
+    top = layer_count(source.module) + 1
+    depths = layer_indices(source.module, [n for n, _ in source.named])
+    return {name: layer_decay ** (top - depth) for name, depth in depths.items()}
+
+
+def _decay_names(source: ParameterSource, policy: str = "hf") -> set[str] | None:
+    if policy != "hf":
+        return decay_names_by_role(parameter_roles(source.module, source.named), policy)
     if source.module is not None:
         return decay_parameter_names(source.module)
     if all(n.startswith("params.") for n, _ in source.named):

@@ -1,5 +1,6 @@
-"""The ``optimhub`` command line: see what is available, what an optimizer needs, and
-what is wrong with this machine, before a GPU-hour is spent.
+"""The ``optimhub`` command line: see what is available, what an optimizer needs, what it
+will do with each parameter (``explain``), and what is wrong with this machine, before a
+GPU-hour is spent.
 
 Every listing takes ``--json``. Only ``doctor`` imports backends (that is its job); the
 others read specs alone, so they answer in well under a second.
@@ -44,6 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_estimate_parser(commands)
     _add_compare_parser(commands)
+    _add_explain_parser(commands)
 
     for sub in (listing, info, plugins, doctor):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -402,7 +404,8 @@ def _add_compare_parser(commands: Any) -> None:
         "write compare.png and results.json into --out. Names that cannot run here are "
         "listed with the reason. The PNG needs matplotlib: pip install 'optimhub[compare]'.",
     )
-    compare.add_argument("names", nargs="+", metavar="NAME", help="optimizer names or aliases")
+    compare.add_argument("names", nargs="+", metavar="NAME",
+                         help="optimizer names or aliases, or route sets in quotes")
     compare.add_argument("--steps", type=int, default=None, metavar="N",
                          help="training steps per optimizer (default 300)")
     compare.add_argument("--out", default=None, metavar="DIR",
@@ -428,6 +431,13 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare.command import run
 
     return run(args)
+
+
+# ---- explain (hub/explain_command.py) --------------------------------------------------
+def _add_explain_parser(commands: Any) -> None:
+    from .explain_command import add_explain_parser
+
+    add_explain_parser(commands)
 
 
 # ---- output helpers --------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "OptimHubError",
     "OptimHubWarning",
     "PluginLoadError",
+    "RoutingError",
     "TargetModulesError",
     "TargetModulesTypeError",
     "UnknownOptimizerError",
@@ -61,6 +62,11 @@ class OptimArgsError(OptimHubError, ValueError):
 
 class OptimArgsTypeError(OptimArgsError, TypeError):
     """A hyperparameter or option of the wrong Python type (a str where a float belongs...)."""
+
+
+class RoutingError(OptimArgsError):
+    """A route set that cannot be applied to this model: a parameter no route claims, a
+    route that claims nothing, an optimizer that cannot take the parameters routed to it."""
 
 
 class TargetModulesError(OptimHubError, ValueError):

@@ -24,12 +24,15 @@ import torch
 from torch import nn
 
 from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest
+from .roles import ParameterRole, Role
 
 __all__ = [
     "NO_DECAY_NAME_PATTERNS",
+    "WEIGHT_DECAY_POLICIES",
     "ParamGroupRule",
     "ParamGroups",
     "build_param_groups",
+    "decay_names_by_role",
     "decay_parameter_names",
     "parse_rules",
 ]
@@ -88,6 +91,25 @@ def _decay_names(module: nn.Module) -> list[str]:
 def _no_decay_name(name: str) -> bool:
     lowered = name.lower()
     return any(regex.search(lowered) for regex in _NO_DECAY_REGEXES)
+
+
+#: ``weight_decay_policy`` values. ``"hf"`` (the default) is HF's name-based split above.
+#: ``"matrices"`` decays by role (:mod:`optimhub.roles`): weight matrices, the output head,
+#: conv kernels and expert stacks; never a normalisation layer (by type, whatever its
+#: name), a bias, another 1-D parameter or an embedding. ``"matrices_and_embeddings"``
+#: decays the embeddings too.
+WEIGHT_DECAY_POLICIES: tuple[str, ...] = ("hf", "matrices", "matrices_and_embeddings")
+_DECAYED_ROLES: Mapping[str, frozenset[Role]] = {
+    "matrices": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT}),
+    "matrices_and_embeddings": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT,
+                                          Role.EMBEDDING}),
+}
+
+
+def decay_names_by_role(roles: Mapping[str, ParameterRole], policy: str) -> set[str]:
+    """The names a role-based ``weight_decay_policy`` decays (not for ``"hf"``)."""
+    decayed = _DECAYED_ROLES[policy]
+    return {name for name, entry in roles.items() if entry.role in decayed}
 
 
 # -- rules ---------------------------------------------------------------------------
@@ -258,6 +280,8 @@ def build_param_groups(
     target_names: Collection[str] = (),
     target_options: Mapping[str, object] = _EMPTY,
     rules: Sequence[ParamGroupRule | Mapping[str, object]] = (),
+    lr_scales: Mapping[str, float] = _EMPTY,
+    base_lr: float | None = None,
 ) -> ParamGroups:
     """The parameter groups for the backend, in HF's layout.
 
@@ -278,6 +302,8 @@ def build_param_groups(
       visited in HF's order (decayed ones, then the rest, each in ``named_params``
       order), non-targets before targets, and a group sits where its first parameter is
       visited: with no rules this is exactly HF's layout.
+    - ``lr_scales`` (name -> factor, e.g. timm's layer-wise decay) multiply a parameter's
+      lr (its rule's, else ``base_lr``); a factor of 1 leaves the group as it was.
     """
     named_params = list(named_params)  # a generator (model.named_parameters()) is read thrice
     trainable = _trainable(named_params)
@@ -289,7 +315,8 @@ def build_param_groups(
     _check_rules_match(parsed, trainable, named_params)
 
     placements = {
-        name: _place(name, name in targets, decayed[name], weight_decay, parsed)
+        name: _place(name, name in targets, decayed[name], weight_decay, parsed,
+                     lr_scales.get(name, 1.0), base_lr)
         for name, _ in trainable
     }
     return _assemble(trainable, decayed, placements, target_options)
@@ -418,6 +445,8 @@ def _place(
     decayed: bool,
     weight_decay: float,
     rules: Sequence[ParamGroupRule],
+    lr_scale: float = 1.0,
+    base_lr: float | None = None,
 ) -> _Placement:
     wd = float(weight_decay) if decayed else 0.0
     lr: float | None = None
@@ -428,6 +457,14 @@ def _place(
             wd = rule.weight_decay
         if rule.lr is not None:
             lr = rule.lr
+    if lr_scale != 1.0:
+        unscaled = lr if lr is not None else base_lr
+        if unscaled is None:
+            raise OptimArgsError(
+                f"parameter {name!r} has an lr scale of {lr_scale!r} but no learning rate to "
+                "scale: give base_lr (the optimizer's learning_rate)"
+            )
+        lr = unscaled * lr_scale
     return _Placement(target, decayed, wd, lr)
 
 

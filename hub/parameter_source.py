@@ -32,6 +32,8 @@ class ParameterSource:
 
     @classmethod
     def from_user(cls, model: Any) -> ParameterSource:
+        if isinstance(model, ParameterSource):  # already normalised (a route's share)
+            return model
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             # Name parameters as the model itself does ("lm_head.weight", not
             # "module.lm_head.weight"), so rules and target patterns written for the model
@@ -79,6 +81,12 @@ class ParameterSource:
             copies.append({**group, "params": params})
         return cls(None, named, copies)
 
+    def restricted(self, names: Iterable[str]) -> ParameterSource:
+        """The same model, with only the parameters called ``names`` (a route's share):
+        the module stays, for decay rules, target selection and roles."""
+        wanted = set(names)
+        return ParameterSource(self.module, [(n, p) for n, p in self.named if n in wanted],
+                               wrapper=self.wrapper)
 
 
 def _group_params(index: int, group: Mapping[str, Any]) -> list[Any]:

@@ -27,7 +27,12 @@ from .registration import RegisteredOptimizer
 from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
-__all__ = ["Prepared", "check_layerwise_allowed", "prepare"]
+__all__ = [
+    "Prepared",
+    "check_layerwise_allowed",
+    "prepare",
+    "refuse_matrix_only_without_routes",
+]
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,10 @@ class Prepared:
         if not self.spec.has(Capability.TARGET_MODULES):
             return ()
         assert self.source.module is not None  # checked in _check_capabilities
-        return select_targets(self.source.module,
-                              self.arguments.optim_target_modules).parameter_names
+        selected = select_targets(self.source.module,
+                                  self.arguments.optim_target_modules).parameter_names
+        given = {name for name, _ in self.source.named}  # a route's share of the model
+        return tuple(name for name in selected if name in given)
 
 
 def prepare(
@@ -74,7 +81,28 @@ def prepare(
     if build:
         _check_parameters(spec, source, arguments)
     _check_capabilities(spec, source, arguments)
+    refuse_matrix_only_without_routes(spec, source)
     return Prepared(entry, arguments, options, source)
+
+
+def refuse_matrix_only_without_routes(spec: OptimizerSpec, source: ParameterSource) -> None:
+    """A ``matrix_only`` optimizer (the Muon family) given parameters with fewer than two
+    dimensions: they need a fallback optimizer, which only a routed form provides. Backends
+    either raise deep inside, or (worse) treat a vector as a 1-row matrix."""
+    if not spec.has(Capability.MATRIX_ONLY):
+        return
+    vectors = [(n, tuple(p.shape)) for n, p in source.named
+               if p.requires_grad and len(p.shape) < 2]
+    if vectors:
+        shown = ", ".join(f"{n!r} {list(s)}" for n, s in vectors[:3])
+        routed = f"matrix, conv -> {spec.name}; * -> adamw_torch"
+        raise CapabilityError(
+            f"optimizer {spec.name!r} updates only weight matrices (capability "
+            f"'{Capability.MATRIX_ONLY.value}'), but {len(vectors)} trainable parameter(s) have "
+            f"fewer than two dimensions, e.g. {shown}: they need a fallback optimizer. Use the "
+            f"routed form, create_optimizer({routed!r}, model, ...), which sends the "
+            "matrices to it and everything else to AdamW (see docs/user-guide.md, Routing)"
+        )
 
 
 def _check_parameters(
@@ -154,11 +182,35 @@ def _check_capabilities(
             f"(got {arguments.optim_target_modules!r}); remove it, or choose an optimizer "
             f"that projects target layers (e.g. {users})"
         )
+    _check_role_arguments(spec, source, arguments)
     if source.user_groups is not None and (wants_targets or arguments.param_group_rules):
         raise CapabilityError(
             f"param-group dicts were given for {spec.name!r} together with "
             "optim_target_modules or param_group_rules; pass the model instead and let the "
             "hub build the groups, or build every group yourself"
+        )
+
+
+def _check_role_arguments(
+    spec: OptimizerSpec, source: ParameterSource, arguments: OptimizerArguments
+) -> None:
+    """weight_decay_policy and layer_decay read the model's structure: refuse them where
+    they would be silently ignored."""
+    if arguments.weight_decay_policy != "hf" and source.user_groups is not None:
+        raise OptimArgsError(
+            f"weight_decay_policy={arguments.weight_decay_policy!r} decides decay per "
+            "parameter, but param-group dicts were given (their weight_decay is yours); pass "
+            "the model instead, or set weight_decay in each group"
+        )
+    if arguments.layer_decay is not None and source.module is None:
+        raise CapabilityError(
+            f"layer_decay={arguments.layer_decay!r} needs the model (its stack of blocks "
+            f"gives each parameter's depth); pass the nn.Module to {spec.name!r}, not its "
+            "parameters"
+        )
+    if arguments.layer_decay is not None and not spec.has_hyperparameter("lr"):
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} takes no learning rate, so layer_decay cannot scale it"
         )
 
 

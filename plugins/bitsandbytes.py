@@ -43,7 +43,7 @@ from optimhub.plugin import (
     hookimpl,
 )
 
-from ._bitsandbytes_rules import QMAP_BYTES, bnb_quantized, bnb_state_bytes
+from ._bitsandbytes_rules import QMAP_BYTES, bnb_state_bytes
 
 
 def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
@@ -128,7 +128,7 @@ def bnb_estimator(states: int) -> Estimator:
         sizes = [(p.numel, 32 if p.module_type == "Embedding" else bits)
                  for p in request.trainable]
         total = sum(bnb_state_bytes(n, states=states, bits=b) for n, b in sizes)
-        if any(bnb_quantized(n, bits=b) for n, b in sizes):
+        if bits == 8:  # bnb fills its code tables at construction, quantized tensors or not
             total += QMAP_BYTES
         paged = request.spec.fixed.get("is_paged")
         return StateEstimate(total, notes=(PAGED_NOTE,) if paged else ())

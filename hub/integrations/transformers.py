@@ -40,7 +40,8 @@ from transformers import Trainer
 from ..errors import CapabilityError, OptimArgsError
 from ..factory import create_optimizer
 from ..layerwise import LayerwiseOptimizer
-from ..listing import get_spec
+from ..route_plan import spec_for
+from ..routed import RoutedOptimizer
 from ..schedules import create_scheduler
 from ..spec import Capability, OptimizerSpec
 from ..training import TrainingDriver, check_loop_contract, drive
@@ -53,8 +54,9 @@ class OptimHubTrainer(Trainer):
 
     Keyword arguments on top of ``Trainer``'s:
 
-    - ``optim``: any optimhub name or alias, a third-party plugin's included (default:
-      ``args.optim``);
+    - ``optim``: any optimhub name or alias, a third-party plugin's included, or a route set
+      (``"matrix, conv -> muon_torch; * -> adamw_torch"``, see docs/user-guide.md, Routing)
+      (default: ``args.optim``);
     - ``optim_args``: a ``"k=v,k2=(a,b)"`` string or a dict, typed against the optimizer's
       schema (default: ``args.optim_args``);
     - ``optim_target_modules``: for low-rank optimizers (default: ``args.optim_target_modules``);
@@ -83,8 +85,10 @@ class OptimHubTrainer(Trainer):
                 "with an optimizer built elsewhere, use transformers.Trainer."
             )
         self.optim = optim if optim is not None else _name(self.args.optim)
-        self.optimizer_spec: OptimizerSpec = get_spec(self.optim)  # an unknown name fails here
         self.optim_args = optim_args if optim_args is not None else self.args.optim_args
+        # An unknown name or a bad route set fails here; a routed name's capabilities are
+        # its routes' (and, for a preset, its optim_args': a schedule-free fallback...).
+        self.optimizer_spec: OptimizerSpec = spec_for(self.optim, optim_args=self.optim_args)
         self.optim_target_modules = (
             optim_target_modules if optim_target_modules is not None
             else self.args.optim_target_modules
@@ -223,7 +227,7 @@ class OptimHubTrainer(Trainer):
             optimizer = self._backend_optimizer()
             if self._driver is not None and self._driver.schedule_free:
                 self._driver.finish()  # the model keeps the averaged weights, as it is saved
-            if isinstance(optimizer, LayerwiseOptimizer):
+            if isinstance(optimizer, (LayerwiseOptimizer, RoutedOptimizer)):
                 optimizer.close()  # a later backward must not update the model
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
