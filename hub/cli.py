@@ -59,13 +59,28 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(self, message)
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's layout, but help text wraps only at spaces: an example such as
-    ``llama:hidden=4096,layers=32`` is never split mid-token, whatever the width."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, but text wraps only at spaces: an example such as
+    ``llama:hidden=4096,layers=32`` is never split mid-token, whatever the width; and an
+    indented line of a description or epilog (a command example) is kept as written."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
-        text = self._whitespace_matcher.sub(" ", text).strip()
-        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False,
+                             break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines, prose = [], []
+        for line in [*text.splitlines(), ""]:
+            if line.strip() and not line.startswith(" "):
+                prose.append(line)
+                continue
+            if prose:
+                lines += textwrap.wrap(" ".join(" ".join(prose).split()), width,
+                                       initial_indent=indent, subsequent_indent=indent,
+                                       break_long_words=False, break_on_hyphens=False)
+                prose = []
+            lines.append(indent + line)
+        return "\n".join(lines).rstrip()
 
 
 def _build_parser() -> argparse.ArgumentParser:

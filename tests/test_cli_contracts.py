@@ -224,8 +224,11 @@ def test_estimate_help_never_splits_an_example(capsys, monkeypatch):
         main(["estimate", "--help"])
     out = capsys.readouterr().out
     for example in ("llama:hidden=4096,layers=32,vocab=32000,intermediate=11008,heads=32",
-                    "gpt2:n_embd=768,n_layer=12,n_head=12", "rank=128,proj=svd"):
+                    "gpt2:n_embd=768,n_layer=12,n_head=12", "rank=128,proj=svd",
+                    "  optimhub estimate adamw_bnb_8bit --params 7B --dtype bf16\n"):
         assert example in out, out
+    description = out[out.index("Optimizer state"):out.index("positional arguments")]
+    assert max(len(line) for line in description.splitlines()) <= 50  # prose still wraps
 
 
 # ------------------------------------------------------------- estimate --model configs
