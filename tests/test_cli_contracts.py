@@ -273,8 +273,8 @@ def test_estimate_model_from_a_config_json_low_rank_and_bf16(capsys, tmp_path):
     ("text", "message"),
     [
         ("gpt2:n_embed=32", "did you mean 'n_embd'"),
-        ("gpt2:n_layer=1.5", "n_layer"),
-        ("gpt2:tie_word_embeddings=maybe", "tie_word_embeddings"),
+        ("gpt2:n_layer=1.5", "'1.5' is not an integer"),
+        ("gpt2:tie_word_embeddings=maybe", "'maybe' is not true/false"),
         ("lama:hidden_size=32", "did you mean 'llama'"),
         ("missing.json", "cannot read"),
     ],
