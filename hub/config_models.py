@@ -89,9 +89,10 @@ def _config(transformers: Any, text: str) -> Any:
         raise OptimArgsError(f"a model is described by text such as {CONFIG_MODEL_EXAMPLES[1]!r}"
                              f" or a config.json path; got {text!r}")
     path = Path(text)
-    if path.is_dir():
+    folder = path.is_dir()
+    if folder:
         path = path / "config.json"
-    if text.endswith(".json") or path.is_file():
+    if folder or text.endswith(".json") or path.is_file():
         return _config_from_file(transformers, path, text)
     family, _, body = text.partition(":")
     config_class = _config_class(transformers, family.strip(), text)

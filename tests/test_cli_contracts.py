@@ -267,6 +267,9 @@ def test_estimate_model_from_a_config_json_low_rank_and_bf16(capsys, tmp_path):
     assert data["state_bytes"] == expected.state_bytes
     assert data["param_bytes"] == 2 * data["total_params"]
     assert run(capsys, *argv[:3], str(tmp_path), *argv[4:])[0] == 0  # the folder works too
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "estimate", "adamw_torch", "--model", str(tmp_path / "empty"))
+    assert code == 2 and "cannot read" in err and "config.json" in err
 
 
 @pytest.mark.parametrize(
