@@ -12,11 +12,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from .errors import BackendUnavailableError, MissingBackendError, OptimHubWarning
@@ -98,9 +100,40 @@ def _check_version(spec: OptimizerSpec) -> None:
 
 
 def cuda_available() -> bool:
+    """Can torch use a CUDA (or ROCm) device here?
+
+    A build of torch without CUDA or ROCm support answers False without importing torch:
+    ``optimhub info`` and ``list --available`` ask this for CUDA-only names, and torch's
+    import takes a second where the answer is written in one small file.
+    """
+    if "torch" not in sys.modules and not _torch_build_supports_gpus():
+        return False
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+_GPU_BUILD = re.compile(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(?P<value>.+?)\s*$", re.MULTILINE)
+
+
+def _torch_build_supports_gpus() -> bool:
+    """False only when torch's ``version.py``, read as text, says ``cuda = None`` and
+    ``hip = None`` (a CPU build, or no torch at all); anything unreadable counts as True,
+    so torch itself is asked."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if not spec.origin:
+        return True
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    values = {m[1]: m["value"] for m in _GPU_BUILD.finditer(text)}
+    return set(values) != {"cuda", "hip"} or any(v != "None" for v in values.values())
 
 
 _paged_warned: set[str] = set()

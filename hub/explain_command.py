@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_explain_parser", "run"]
 
 
-def add_explain_parser(commands: Any) -> None:
-    """Register the ``explain`` subcommand on the CLI's subparsers."""
-    explain = commands.add_parser(
+def add_explain_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register the ``explain`` subcommand through the CLI's ``add`` (its subparser maker)."""
+    explain = add(
         "explain", help="which optimizer steps each parameter, with its lr, decay and state",
         description="For every trainable parameter of the model: its role, the route and "
         "optimizer that will step it, its learning rate, weight decay and optimizer state, "

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     RANK_KEY,
@@ -43,6 +41,9 @@ from optimhub.plugin import (
     projection_side,
     svd_projector_bytes,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["build_apollo", "check_apollo_scaling", "estimate_apollo"]
 

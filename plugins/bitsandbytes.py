@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import importlib
 import weakref
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     Builder,
@@ -44,6 +41,10 @@ from optimhub.plugin import (
 )
 
 from ._bitsandbytes_rules import QMAP_BYTES, bnb_state_bytes
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
@@ -65,6 +66,8 @@ def keep_embeddings_32bit(optimizer: torch.optim.Optimizer, model: nn.Module) ->
     parameter's state at the first step. The entry is removed when the parameter is
     garbage-collected, so a later tensor that reuses the id does not inherit it.
     """
+    from torch import nn
+
     manager = importlib.import_module("bitsandbytes.optim").GlobalOptimManager.get_instance()
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     names = []

@@ -20,9 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     RANK_KEY,
@@ -50,6 +48,9 @@ from optimhub.plugin import (
 )
 
 from ._bitsandbytes_rules import QMAP_BYTES, bnb_quantized, bnb_state_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 #: The projector class whose instances GaLore keeps in its state (saved as plain data).
 PROJECTORS = ObjectCodec({"galore_torch.galore_projector": ("GaLoreProjector",)})

@@ -35,8 +35,7 @@ synchronises under DeepSpeed ZeRO-3).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BackendUnavailableError,
@@ -47,6 +46,10 @@ from optimhub.plugin import (
     StateEstimate,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
@@ -76,6 +79,8 @@ def _model(request: BuildRequest) -> nn.Module:
 
 
 def _refuse_float16(name: str, model: nn.Module) -> None:
+    import torch
+
     half = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float16]
     if half:
         raise BackendUnavailableError(

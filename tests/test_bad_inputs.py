@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ class CliResult:
     code: int | None
     stdout: str
     stderr: str
+    as_json: bool = False
 
 
 def run_cli(argv: Sequence[str]) -> CliResult:
@@ -169,7 +171,7 @@ def run_cli(argv: Sequence[str]) -> CliResult:
             code = cli_main(list(argv))
         except SystemExit as exc:  # argparse's own usage errors exit 2 too
             code = exc.code  # type: ignore[assignment]
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue(), as_json="--json" in argv)
 
 
 def cli(id: str, argv: Callable[[Env], Sequence[str]] | Sequence[str], *contains: str,
@@ -973,7 +975,11 @@ def test_bad_input_is_refused_clearly(bad: Case, tmp_path: Path) -> None:
     if bad.error is None:
         result = bad.call(env)
         assert result.code == 2, f"exit status {result.code!r}, stderr: {result.stderr!r}"
-        assert result.stdout == ""
+        if result.as_json:  # the one error object the --json contract promises
+            data = json.loads(result.stdout)
+            assert set(data) == {"error", "type"} and data["error"] in result.stderr
+        else:
+            assert result.stdout == ""
         assert "error:" in result.stderr
         message = result.stderr
     else:
