@@ -22,7 +22,7 @@ from .backends import ensure_usable
 from .build import BuildRequest
 from .checkpoint import remember
 from .errors import BuildError, MissingBackendError, OptimHubError
-from .layerwise import LayerwiseOptimizer
+from .layerwise import OWNED_PARAMETERS, LayerwiseOptimizer
 from .prepare import prepare
 from .registration import RegisteredOptimizer
 
@@ -48,10 +48,18 @@ def create_optimizer(
     prepared = prepare(name, model, args, overrides, build=True)
     ensure_usable(prepared.spec)
     request = build_request(prepared)
-    if prepared.layerwise:
-        optimizer: torch.optim.Optimizer = _build_layerwise(prepared.entry, request)
-    else:
+    if not prepared.spec.updates_in_backward(prepared.layerwise):
         optimizer = _build(prepared.entry, request)
+    else:
+        # It hooks the parameters to update them inside backward: checking that no other
+        # optimizer does, building and claiming them is one atomic step across threads.
+        trainable = [(n, p) for n, p in prepared.source.named if p.requires_grad]
+        with OWNED_PARAMETERS.claiming(trainable) as claim:
+            if prepared.layerwise:
+                optimizer = _build_layerwise(prepared.entry, request)
+            else:
+                optimizer = _build(prepared.entry, request)
+            claim(optimizer)
     remember(optimizer, prepared.spec, prepared.source.named)
     return optimizer
 

@@ -14,8 +14,10 @@ clipping (updates happen inside backward), ``step()`` does nothing.
 
 from __future__ import annotations
 
+import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,27 +27,94 @@ from .errors import CapabilityError, CheckpointError
 
 __all__ = ["OWNED_PARAMETERS", "LayerwiseOptimizer"]
 
-class _TensorSet:
-    """A weak set of tensors by identity (a WeakSet compares tensors with ``==``)."""
+class _InBackwardOwners:
+    """Which live optimizer updates each parameter inside backward (weakly, by identity).
+
+    A second optimizer on such a parameter would step it twice per backward, or never see
+    its gradient (freed inside backward). An entry lasts as long as both the parameter and
+    its owner live, and until the owner releases it (``LayerwiseOptimizer.close()``).
+    Checking and claiming happen under one lock (:meth:`claiming`), so of several threads
+    building on one model at once exactly one wins.
+    """
 
     def __init__(self) -> None:
-        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._lock = threading.RLock()
+        self._owners: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[object]]] = {}
 
-    def add(self, tensor: torch.Tensor) -> None:
-        key = id(tensor)
-        self._refs[key] = weakref.ref(tensor, lambda _ref: self._refs.pop(key, None))
-
-    def discard(self, tensor: torch.Tensor) -> None:
-        self._refs.pop(id(tensor), None)
+    def owner(self, tensor: object) -> object | None:
+        """The live optimizer that updates ``tensor`` inside backward, or None."""
+        entry = self._owners.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]()
 
     def __contains__(self, tensor: object) -> bool:
-        ref = self._refs.get(id(tensor))
-        return ref is not None and ref() is tensor
+        return self.owner(tensor) is not None
+
+    def refuse_owned(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Raise the documented ``CapabilityError`` if another live optimizer updates any
+        of these parameters inside backward."""
+        for name, param in named:
+            owner = self.owner(param)
+            if owner is not None:
+                raise CapabilityError(_owned_message(name, owner))
+
+    @contextmanager
+    def claiming(
+        self, named: Iterable[tuple[str, torch.Tensor]]
+    ) -> Iterator[Callable[[object], None]]:
+        """Check that no parameter is owned and let the caller build and ``claim(owner)``,
+        as one atomic step (other threads' checks wait until the claim is made)."""
+        params = [p for _, p in named]
+        with self._lock:
+            self.refuse_owned(named)
+            yield lambda owner: self.claim(owner, params)
+
+    def claim(self, owner: object, params: Iterable[torch.Tensor]) -> None:
+        """Record ``owner`` as the optimizer updating ``params`` inside backward."""
+        with self._lock:
+            for param in params:
+                key = id(param)
+                self._owners[key] = (
+                    weakref.ref(param, lambda _ref, key=key: self._forget(key, _ref)),
+                    weakref.ref(owner),
+                )
+
+    def release(self, owner: object, params: Iterable[torch.Tensor]) -> None:
+        """Forget ``owner``'s claim on ``params`` (after it removed its hooks)."""
+        with self._lock:
+            for param in params:
+                if self.owner(param) is owner:
+                    del self._owners[id(param)]
+
+    def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
+        entry = self._owners.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._owners[key]
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
 
 
-#: Parameters stepped inside backward by a live (not closed) LayerwiseOptimizer: another
-#: optimizer on them would step them twice, or never see a gradient.
-OWNED_PARAMETERS = _TensorSet()
+def _owned_message(name: str, owner: object) -> str:
+    how = (
+        "close() it (or leave its with-block), or drop every reference to it, first"
+        if callable(getattr(owner, "close", None))
+        else "its backward hooks cannot be removed, so build the new optimizer on a fresh "
+        "copy of the model (e.g. reloaded from its checkpoint)"
+    )
+    return (
+        f"parameters such as {name!r} are stepped inside backward by a live "
+        f"{type(owner).__name__}: a second optimizer would step them twice, or never see a "
+        f"gradient. {how[0].upper()}{how[1:]}."
+    )
+
+
+#: Parameters stepped inside backward by a live optimizer (a LayerwiseOptimizer that is not
+#: closed, or a fused-backward optimizer such as LOMO): another optimizer on them would
+#: step them twice, or never see a gradient.
+OWNED_PARAMETERS = _InBackwardOwners()
 
 #: Group keys copied from the outer group into the inner optimizers before each step:
 #: what LR schedulers change.
@@ -81,10 +150,13 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 self.inner[name] = build_one({**settings, "params": [param]}, name)
                 self._group_of[name] = group
                 params[name] = param
-        # Hooks only once every inner optimizer built: a failed build leaves the model as it was.
-        for name, param in params.items():
-            self._handles.append(param.register_post_accumulate_grad_hook(self._hook_for(name)))
-            OWNED_PARAMETERS.add(param)
+        # Hooks only once every inner optimizer built: a failed build leaves the model as it
+        # was. Checking that no other optimizer owns a parameter and hooking them is one step.
+        with OWNED_PARAMETERS.claiming(params.items()) as claim:
+            for name, param in params.items():
+                self._handles.append(
+                    param.register_post_accumulate_grad_hook(self._hook_for(name)))
+            claim(self)
 
     def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
         def step_in_backward(param: torch.Tensor) -> None:
@@ -165,9 +237,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for group in self.param_groups:
-            for param in group["params"]:
-                OWNED_PARAMETERS.discard(param)
+        OWNED_PARAMETERS.release(self, (p for g in self.param_groups for p in g["params"]))
 
     @property
     def closed(self) -> bool:

@@ -19,7 +19,7 @@ import torch
 from .arguments import OptimizerArguments, resolve_arguments
 from .backends import import_backend, is_installed
 from .errors import CapabilityError, OptimArgsError, TargetModulesError
-from .layerwise import OWNED_PARAMETERS as _LAYERWISE_OWNED
+from .layerwise import OWNED_PARAMETERS
 from .optim_args import resolve_optim_args
 from .parameter_source import ParameterSource
 from .plugin_host import get_registry
@@ -90,13 +90,7 @@ def _check_parameters(
             "nothing or fails inside the backend. Materialise the model first "
             "(model.to_empty(device=...) and load or initialise its weights)."
         )
-    owned = [n for n, p in trainable if p in _LAYERWISE_OWNED]
-    if owned:
-        raise CapabilityError(
-            f"parameters such as {owned[0]!r} are stepped inside backward by a live "
-            "layerwise optimizer: a second optimizer would step them twice, or never see a "
-            "gradient. close() the layerwise optimizer (or leave its with-block) first."
-        )
+    OWNED_PARAMETERS.refuse_owned(trainable)  # checked again, atomically, when claiming
     if spec.has_hyperparameter("eps"):
         _check_eps_representable(arguments.adam_epsilon, trainable)
 
