@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .assemble import build_request
-from .backends import ensure_usable
+from .backends import build_lock, ensure_usable
 from .build import BuildRequest
 from .checkpoint import remember
 from .errors import BuildError, MissingBackendError, OptimHubError
@@ -81,7 +81,8 @@ def _build(entry: RegisteredOptimizer, request: BuildRequest) -> torch.optim.Opt
     """Call the builder; whatever it raises that is not ours becomes our error, naming it."""
     spec = request.spec
     try:
-        optimizer = entry.builder(request)
+        with build_lock():  # builders (and the constructors they call) import lazily
+            optimizer = entry.builder(request)
     except OptimHubError:
         raise
     except ImportError as exc:

@@ -14,7 +14,6 @@ clipping (updates happen inside backward), ``step()`` does nothing.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .backends import build_lock
 from .checkpoint import check_state, stamp_state
 from .errors import CapabilityError, CheckpointError
 
@@ -33,12 +33,11 @@ class _InBackwardOwners:
     A second optimizer on such a parameter would step it twice per backward, or never see
     its gradient (freed inside backward). An entry lasts as long as both the parameter and
     its owner live, and until the owner releases it (``LayerwiseOptimizer.close()``).
-    Checking and claiming happen under one lock (:meth:`claiming`), so of several threads
-    building on one model at once exactly one wins.
+    Checking and claiming happen under the process-wide build lock (:meth:`claiming`), so
+    of several threads building on one model at once exactly one wins.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
         self._owners: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[object]]] = {}
 
     def owner(self, tensor: object) -> object | None:
@@ -65,14 +64,14 @@ class _InBackwardOwners:
     ) -> Iterator[Callable[[object], None]]:
         """Check that no parameter is owned and let the caller build and ``claim(owner)``,
         as one atomic step (other threads' checks wait until the claim is made)."""
-        params = [p for _, p in named]
-        with self._lock:
+        named = list(named)
+        with build_lock():
             self.refuse_owned(named)
-            yield lambda owner: self.claim(owner, params)
+            yield lambda owner: self.claim(owner, [p for _, p in named])
 
     def claim(self, owner: object, params: Iterable[torch.Tensor]) -> None:
         """Record ``owner`` as the optimizer updating ``params`` inside backward."""
-        with self._lock:
+        with build_lock():
             for param in params:
                 key = id(param)
                 self._owners[key] = (
@@ -82,7 +81,7 @@ class _InBackwardOwners:
 
     def release(self, owner: object, params: Iterable[torch.Tensor]) -> None:
         """Forget ``owner``'s claim on ``params`` (after it removed its hooks)."""
-        with self._lock:
+        with build_lock():
             for param in params:
                 if self.owner(param) is owner:
                     del self._owners[id(param)]
@@ -91,10 +90,6 @@ class _InBackwardOwners:
         entry = self._owners.get(key)
         if entry is not None and entry[0] is ref:
             del self._owners[key]
-
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
 
 
 def _owned_message(name: str, owner: object) -> str:

@@ -103,3 +103,65 @@ def test_concurrent_lomo_builds_on_one_model_have_exactly_one_winner(trial: int)
     assert len(winners) == 1
     assert all(isinstance(e, CapabilityError) for e in errors), errors
     assert {len(p._backward_hooks or {}) for p in model.parameters()} == {1}
+
+
+# ================================== 2. first use from many threads in a fresh process
+#: One name per backend family and builder path, each built by its own thread at once.
+FIRST_USE_NAMES = (
+    "adamw_torch", "sgd", "galore_adamw", "galore_adafactor", "apollo_adamw", "apollo_mini",
+    "grokadamw", "lomo", "schedule_free_adamw", "schedule_free_sgd", "adamw_bnb_8bit",
+    "lion_32bit", "rmsprop_bnb", "adamw_torch_8bit", "stable_adamw", "adafactor",
+)
+
+_FIRST_USE_PROBE = """
+import json, sys, threading, warnings
+sys.path.insert(0, {tests!r})
+warnings.simplefilter("ignore")
+import optimhub
+from conftest import make_tiny_lm
+
+names = {names!r}
+models = [make_tiny_lm() for _ in names]
+barrier = threading.Barrier(len(names), timeout=60)
+outcome = {{}}
+
+def build(index, name):
+    barrier.wait()
+    kwargs = {{"optim_target_modules": ["attn", "mlp"]}} if name in {targeted!r} else {{}}
+    try:
+        optimhub.create_optimizer(name, models[index], lr=1e-3, **kwargs)
+        outcome[name] = "ok"
+    except BaseException as exc:
+        outcome[name] = f"{{type(exc).__name__}}: {{str(exc)[:200]}}"
+
+threads = [threading.Thread(target=build, args=(i, n), daemon=True) for i, n in enumerate(names)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(240)
+print(json.dumps(outcome))
+"""
+
+
+@pytest.mark.slow  # one fresh interpreter importing ten backends: about 15 s on 2 cores
+def test_first_use_from_sixteen_threads_builds_every_backend() -> None:
+    """Before the fix, every one of 6 fresh-process runs failed, typically all 16 threads:
+    BuildError, MissingBackendError for an installed package, raw AttributeError /
+    _DeadlockError from a half-imported module (torch._dynamo, bitsandbytes.optim...)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from optimhub.backends import is_installed
+
+    names = [n for n in FIRST_USE_NAMES if is_installed(optimhub.get_spec(n))]
+    assert len(names) >= 8, "too few backends installed for this test to mean anything"
+    targeted = [n for n in names if optimhub.get_spec(n).has("target_modules")]
+    probe = _FIRST_USE_PROBE.format(tests=str(Path(__file__).parent), names=names,
+                                    targeted=targeted)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == dict.fromkeys(names, "ok")
