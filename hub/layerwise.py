@@ -152,18 +152,31 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 self._handles.append(
                     param.register_post_accumulate_grad_hook(self._hook_for(name)))
             claim(self)
+        unhook = weakref.finalize(self, _remove_all, self._handles)
+        unhook.atexit = False
 
     def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
+        # The hook holds the optimizer weakly: the model must not keep an optimizer alive
+        # that nobody holds any more (its hooks would step the parameters for good, and its
+        # ownership would refuse every later optimizer on them). When it is collected, a
+        # finalizer removes the hooks.
+        owner = weakref.ref(self)
+
         def step_in_backward(param: torch.Tensor) -> None:
-            inner = self.inner[name]
-            outer = self._group_of[name]
-            for group in inner.param_groups:
-                for key in SYNCED_KEYS:
-                    _assign(group, key, outer[key])
-            inner.step()
-            inner.zero_grad(set_to_none=True)
+            optimizer = owner()
+            if optimizer is not None:
+                optimizer._step_one(name)
 
         return step_in_backward
+
+    def _step_one(self, name: str) -> None:
+        inner = self.inner[name]
+        outer = self._group_of[name]
+        for group in inner.param_groups:
+            for key in SYNCED_KEYS:
+                _assign(group, key, outer[key])
+        inner.step()
+        inner.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
@@ -229,9 +242,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     # ---- hooks -----------------------------------------------------------------------
     def close(self) -> None:
         """Remove the backward hooks: after this, backward no longer updates parameters."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        _remove_all(self._handles)
         OWNED_PARAMETERS.release(self, (p for g in self.param_groups for p in g["params"]))
 
     @property
@@ -250,6 +261,13 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         kinds = sorted({type(o).__name__ for o in self.inner.values()})
         return f"LayerwiseOptimizer({len(self.inner)} x {'/'.join(kinds)})"
+
+
+def _remove_all(handles: list[Any]) -> None:
+    """Remove the hooks of a collected (or closed) layerwise optimizer."""
+    for handle in handles:
+        handle.remove()
+    handles.clear()
 
 
 def _assign(group: dict[str, Any], key: str, value: Any) -> None:

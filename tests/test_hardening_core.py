@@ -165,3 +165,62 @@ def test_first_use_from_sixteen_threads_builds_every_backend() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == dict.fromkeys(names, "ok")
+
+
+# =========================== 5. ownership of a layerwise optimizer dies with the optimizer
+def test_a_refused_drive_leaves_nothing_once_the_optimizer_is_gone() -> None:
+    """Before the fix, the hooks held the optimizer alive: after a refused drive() and
+    gc.collect(), every later create_optimizer on the model was refused ("close() the
+    layerwise optimizer") and every backward still stepped the parameters."""
+    import gc
+
+    model = make_tiny_lm()
+    with pytest.raises(CapabilityError, match="max_grad_norm"):
+        optimhub.drive(optimhub.create_optimizer("adamw_torch", model, lr=1e-3,
+                                                 layerwise=True), max_grad_norm=1.0)
+    gc.collect()
+    assert _hook_counts(model) == {0}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    from conftest import lm_batch, lm_loss
+
+    lm_loss(model, lm_batch()).backward()  # no hook left: this only computes gradients
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad()
+    again = optimhub.create_optimizer("adamw_torch", model, lr=1e-3, layerwise=True)
+    assert _hook_counts(model) == {1}
+    again.close()
+
+
+def test_a_dropped_layerwise_optimizer_is_collected_and_frees_its_parameters() -> None:
+    import gc
+    import weakref
+
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-3, layerwise=True)
+    alive = weakref.ref(optimizer)
+    with pytest.raises(CapabilityError, match="stepped inside backward"):
+        optimhub.create_optimizer("sgd", model, lr=1e-3)
+    del optimizer
+    gc.collect()
+    assert alive() is None, "the model's hooks keep the optimizer alive"
+    assert _hook_counts(model) == {0}
+    assert optimhub.create_optimizer("sgd", model, lr=1e-3) is not None
+
+
+def test_a_live_layerwise_optimizer_keeps_training_without_other_references() -> None:
+    """The hooks hold the optimizer weakly, but whoever holds the optimizer keeps it: a
+    layerwise optimizer kept by a driver (or a with-block) trains as before."""
+    import gc
+
+    from conftest import lm_batch, lm_loss
+
+    model = make_tiny_lm()
+    driver = optimhub.drive(optimhub.create_optimizer("adamw_torch", model, lr=1e-2,
+                                                      layerwise=True))
+    gc.collect()
+    before = model.lm_head.weight.detach().clone()
+    driver.backward(lm_loss(model, lm_batch()))
+    driver.step()
+    assert not torch.equal(before, model.lm_head.weight)
+    driver.optimizer.close()
