@@ -71,10 +71,27 @@ def prepare(
     arguments = resolve_arguments(args, overrides)
     options = resolve_optim_args(spec, arguments.optim_args)
     source = ParameterSource.from_user(model)
+    _check_leaves(source)
     if build:
         _check_parameters(spec, source, arguments)
     _check_capabilities(spec, source, arguments)
     return Prepared(entry, arguments, options, source)
+
+
+def _check_leaves(source: ParameterSource) -> None:
+    """Only a leaf tensor can be optimized: a computed one (``w * 2``, ``w[0]``) has no
+    gradient of its own, and every backend refuses it with its own words (or, in layerwise
+    mode, torch refuses to hook it)."""
+    for name, param in source.named:
+        if param.requires_grad and not param.is_leaf:
+            made_by = type(param.grad_fn).__name__ if param.grad_fn is not None else "a view"
+            raise OptimArgsError(
+                f"parameter {name!r} (shape {list(param.shape)}) is not a leaf tensor: it was "
+                f"computed from other tensors (grad_fn {made_by}, e.g. w * 2 or w[0]), so "
+                "no optimizer can update it (its gradient flows to the tensors it came from). "
+                "Pass the nn.Parameter it came from, or make a new leaf with "
+                "t.detach().requires_grad_()."
+            )
 
 
 def _check_parameters(

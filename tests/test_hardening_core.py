@@ -224,3 +224,51 @@ def test_a_live_layerwise_optimizer_keeps_training_without_other_references() ->
     driver.step()
     assert not torch.equal(before, model.lm_head.weight)
     driver.optimizer.close()
+
+
+# ====================================================== 6. non-leaf tensors as parameters
+def _non_leaf_inputs() -> dict[str, Callable[[], Any]]:
+    weight = torch.nn.Parameter(torch.randn(3, 4))
+
+    def module_with_non_leaf() -> torch.nn.Module:
+        model = torch.nn.Linear(4, 3)
+        model._parameters["weight"] = model.weight * 1.0  # what a bad re-parametrisation does
+        return model
+
+    return {
+        "list": lambda: [weight * 2],
+        "named": lambda: [("scaled", weight * 2)],
+        "groups": lambda: [{"params": [weight[0]]}],
+        "module": module_with_non_leaf,
+    }
+
+
+@pytest.mark.parametrize("kind", ["list", "named", "groups", "module"])
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("adamw_torch", {}), ("sgd", {"layerwise": True}), ("lion_32bit", {}),
+])
+def test_non_leaf_tensors_are_refused_by_the_hub_naming_the_tensor(
+    kind: str, name: str, kwargs: dict[str, Any]
+) -> None:
+    """Before the fix: BuildError "plugin 'torch' failed to build" (a plugin bug, by the
+    docs' own definition), or a raw error from register_post_accumulate_grad_hook."""
+    from optimhub.backends import is_installed
+    from optimhub.errors import OptimArgsError
+
+    if not is_installed(optimhub.get_spec(name)):
+        pytest.skip(f"{name}'s backend is not installed")
+    model = _non_leaf_inputs()[kind]()
+    expected = {"list": "'params.0'", "named": "'scaled'", "groups": "'group0.0'",
+                "module": "'weight'"}[kind]
+    with pytest.raises(OptimArgsError, match="not a leaf tensor") as raised:
+        optimhub.create_optimizer(name, model, lr=1e-3, **kwargs)
+    assert expected in str(raised.value)
+    assert "detach().requires_grad_()" in str(raised.value)
+    assert not isinstance(raised.value, optimhub.BuildError)
+
+
+def test_estimate_refuses_a_non_leaf_parameter_too() -> None:
+    from optimhub.errors import OptimArgsError
+
+    with pytest.raises(OptimArgsError, match=r"'weight' \(shape \[3, 4\]\) is not a leaf"):
+        optimhub.estimate("adamw_torch", _non_leaf_inputs()["module"]())
