@@ -93,16 +93,16 @@ class _InBackwardOwners:
 
 
 def _owned_message(name: str, owner: object) -> str:
-    how = (
-        "close() it (or leave its with-block), or drop every reference to it, first"
-        if callable(getattr(owner, "close", None))
-        else "its backward hooks cannot be removed, so build the new optimizer on a fresh "
-        "copy of the model (e.g. reloaded from its checkpoint)"
-    )
+    if isinstance(owner, LayerwiseOptimizer):
+        who = "layerwise optimizer"
+        how = "close() it (or leave its with-block), or drop every reference to it, first"
+    else:
+        who = f"{type(owner).__name__} optimizer (it updates in its fused backward)"
+        how = ("its backward hooks cannot be removed, so build the new optimizer on a fresh "
+               "copy of the model (e.g. reloaded from its checkpoint)")
     return (
-        f"parameters such as {name!r} are stepped inside backward by a live "
-        f"{type(owner).__name__}: a second optimizer would step them twice, or never see a "
-        f"gradient. {how[0].upper()}{how[1:]}."
+        f"parameters such as {name!r} are stepped inside backward by a live {who}: a second "
+        f"optimizer would step them twice, or never see a gradient; {how}."
     )
 
 
