@@ -18,7 +18,7 @@ import torch
 
 from .arguments import OptimizerArguments, resolve_arguments
 from .backends import import_backend, is_installed
-from .errors import CapabilityError, OptimArgsError, TargetModulesError
+from .errors import CapabilityError, OptimArgsError, TargetModulesError, shorten
 from .layerwise import OWNED_PARAMETERS
 from .optim_args import resolve_optim_args
 from .parameter_source import ParameterSource
@@ -144,6 +144,7 @@ def _check_capabilities(
             f"{arguments.weight_decay!r} was given; set weight_decay=0 for it (it would be "
             "silently ignored otherwise)"
         )
+    _check_unusable_hyperparameters(spec, arguments)
     if spec.has(Capability.SINGLE_GROUP) and arguments.param_group_rules:
         raise OptimArgsError(
             f"optimizer {spec.name!r} applies one learning rate and one weight decay to every "
@@ -170,6 +171,37 @@ def _check_capabilities(
             f"param-group dicts were given for {spec.name!r} together with "
             "optim_target_modules or param_group_rules; pass the model instead and let the "
             "hub build the groups, or build every group yourself"
+        )
+
+
+#: The hyperparameters a spec may or may not take, and the argument fields that set them.
+_HYPERPARAMETER_FIELDS = {
+    "lr": ("learning_rate",),
+    "betas": ("adam_beta1", "adam_beta2"),
+    "eps": ("adam_epsilon",),
+}
+
+
+def _check_unusable_hyperparameters(spec: OptimizerSpec, arguments: OptimizerArguments) -> None:
+    """An explicit ``lr`` / ``betas`` / ``eps`` the optimizer does not take is an error (HF
+    drops it silently). Values left at TrainingArguments' defaults are not explicit."""
+    for hyperparameter, fields in _HYPERPARAMETER_FIELDS.items():
+        given = [f for f in fields if f in arguments.explicit]
+        if not given or spec.has_hyperparameter(hyperparameter):
+            continue
+        if len(given) == len(fields) > 1:
+            shown = f"{hyperparameter}={tuple(getattr(arguments, f) for f in fields)!r}"
+        else:
+            shown = ", ".join(f"{f}={getattr(arguments, f)!r}" for f in given)
+        own = spec.args.get(hyperparameter)
+        if own is not None and len(fields) == 1:
+            hint = (f"; it takes its own {hyperparameter} through optim_args: "
+                    f"optim_args='{own.name}={getattr(arguments, fields[0])!r}'")
+        else:
+            hint = f"; its options: `optimhub info {spec.name}`"
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} takes no {hyperparameter}, but {shorten(shown)} was "
+            f"given; remove it (it would be silently ignored otherwise){hint}"
         )
 
 

@@ -272,3 +272,73 @@ def test_estimate_refuses_a_non_leaf_parameter_too() -> None:
 
     with pytest.raises(OptimArgsError, match=r"'weight' \(shape \[3, 4\]\) is not a leaf"):
         optimhub.estimate("adamw_torch", _non_leaf_inputs()["module"]())
+
+
+# ========================= 9. betas / eps given explicitly to an optimizer that has none
+def _training_arguments(**kwargs: Any) -> Any:
+    transformers = pytest.importorskip("transformers")
+    return transformers.TrainingArguments(output_dir="unused", report_to=[], **kwargs)
+
+
+@pytest.mark.parametrize(("name", "call", "named"), [
+    ("sgd", lambda n, m: optimhub.create_optimizer(n, m, betas=(0.5, 0.6), eps=1e-3),
+     "betas=(0.5, 0.6)"),
+    ("sgd", lambda n, m: optimhub.create_optimizer(n, m, eps=1e-3), "adam_epsilon=0.001"),
+    ("adafactor", lambda n, m: optimhub.create_optimizer(n, m, betas=(0.5, 0.6)),
+     "betas=(0.5, 0.6)"),
+    ("lomo", lambda n, m: optimhub.create_optimizer(n, m, betas=(0.5, 0.6)),
+     "betas=(0.5, 0.6)"),
+    ("lion_32bit", lambda n, m: optimhub.create_optimizer(n, m, eps=1e-6),
+     "adam_epsilon=1e-06"),
+    ("sgd", lambda n, m: optimhub.create_optimizer(n, m, {"adam_beta1": 0.5}),
+     "adam_beta1=0.5"),
+    # a dict or keyword counts as explicit even when it holds HF's default values
+    ("sgd", lambda n, m: optimhub.create_optimizer(n, m, {"betas": (0.9, 0.999)}),
+     "betas=(0.9, 0.999)"),
+    ("rmsprop", lambda n, m: optimhub.create_optimizer(n, m, eps=1e-6), "adam_epsilon=1e-06"),
+    ("sgd", lambda n, m: optimhub.create_optimizer(
+        n, m, optimhub.OptimizerArguments(adam_epsilon=1e-6)), "adam_epsilon=1e-06"),
+    ("sgd", lambda n, m: optimhub.create_optimizer(n, m, _training_arguments(adam_beta2=0.95)),
+     "adam_beta2=0.95"),
+    ("sgd", lambda n, m: optimhub.estimate(n, m, betas=(0.5, 0.6)), "betas=(0.5, 0.6)"),
+])
+def test_betas_or_eps_for_an_optimizer_without_them_is_an_error_naming_it(
+    name: str, call: Callable[[str, Any], Any], named: str
+) -> None:
+    """Before the fix every one of these was accepted and the value silently dropped."""
+    from optimhub.backends import is_installed
+    from optimhub.errors import OptimArgsError
+
+    if not is_installed(optimhub.get_spec(name)):
+        pytest.skip(f"{name}'s backend is not installed")
+    model = make_tiny_lm()
+    with pytest.raises(OptimArgsError) as raised:
+        call(name, model)
+    message = str(raised.value)
+    assert f"optimizer {name!r} takes no" in message
+    assert named in message
+    assert "silently ignored" in message
+    assert _hook_counts(model) == {0} and all(not p._backward_hooks for p in model.parameters())
+
+
+def test_rmsprop_is_told_where_its_own_eps_goes() -> None:
+    from optimhub.errors import OptimArgsError
+
+    with pytest.raises(OptimArgsError, match=r"optim_args='eps=1e-06'"):
+        optimhub.create_optimizer("rmsprop", make_tiny_lm(), eps=1e-6)
+    optimizer = optimhub.create_optimizer("rmsprop", make_tiny_lm(), optim_args="eps=1e-6")
+    assert optimizer.param_groups[0]["eps"] == 1e-6
+
+
+@pytest.mark.parametrize("name", ["sgd", "adafactor", "lomo", "lion_32bit", "rmsprop"])
+def test_untouched_defaults_are_not_explicit(name: str) -> None:
+    """HF's TrainingArguments (and ours) always carry betas and eps: left at their defaults
+    they say nothing, whatever the optimizer."""
+    from optimhub.backends import is_installed
+
+    if not is_installed(optimhub.get_spec(name)):
+        pytest.skip(f"{name}'s backend is not installed")
+    for args in (None, optimhub.OptimizerArguments(), _training_arguments(),
+                 optimhub.OptimizerArguments(learning_rate=1e-3)):
+        assert optimhub.create_optimizer(name, make_tiny_lm(), args) is not None
+
