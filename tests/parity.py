@@ -14,7 +14,6 @@ import torch
 from conftest import lm_batch, lm_loss
 from torch import nn
 
-
 #: The TrainingArguments fields of each hyperparameter an optimizer may not take.
 _HYPERPARAMETER_FIELDS = {"betas": ("adam_beta1", "adam_beta2"), "eps": ("adam_epsilon",)}
 
