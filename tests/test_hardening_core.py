@@ -342,3 +342,68 @@ def test_untouched_defaults_are_not_explicit(name: str) -> None:
                  optimhub.OptimizerArguments(learning_rate=1e-3)):
         assert optimhub.create_optimizer(name, make_tiny_lm(), args) is not None
 
+
+# ================================ 4. LOMO: no weight changes through a forbidden path
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _check_lomo_misuse(name: str, model: torch.nn.Module, tokens: torch.Tensor,
+                       **kwargs: Any) -> None:
+    """A plain backward and a step() are refused with our error, and change nothing; then
+    the contract's own path (the driver) still trains."""
+    from conftest import lm_loss
+
+    optimizer = optimhub.create_optimizer(name, model, **kwargs)
+    before = _snapshot(model)
+    with pytest.raises(CapabilityError) as raised:
+        lm_loss(model, tokens).backward()
+    message = str(raised.value)
+    assert "fused_backward(loss, lr)" in message and "optimhub.drive" in message
+    assert f"optimizer {name!r}" in message
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(CapabilityError, match=r"has no step\(\).*fused_backward.*drive"):
+        optimizer.step()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+    driver = optimhub.drive(optimizer)
+    losses = []
+    for _ in range(3):
+        loss = lm_loss(model, tokens)
+        losses.append(loss.item())
+        driver.backward(loss)
+        driver.step()
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("optim_args", [None, "clip_grad_norm=1.0"])
+def test_lomo_refuses_a_plain_backward_and_step_before_any_weight_changes(
+    optim_args: str | None,
+) -> None:
+    """Before the fix a plain loss.backward() updated 33 of 36 parameters inside backward
+    and step() raised lomo-optim's bare NotImplementedError."""
+    pytest.importorskip("lomo_optim")
+    from conftest import lm_batch
+
+    _check_lomo_misuse("lomo", make_tiny_lm(), lm_batch(seed=2), lr=1e-2,
+                       optim_args=optim_args)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_adalomo_refuses_a_plain_backward_and_step_before_any_weight_changes() -> None:
+    """AdaLomo runs only on CUDA; the refusal is the same mixin as LOMO's."""
+    pytest.importorskip("lomo_optim")
+    from conftest import lm_batch
+
+    _check_lomo_misuse("adalomo", make_tiny_lm().cuda(), lm_batch(seed=2).cuda(), lr=1e-2,
+                       optim_args="clip_grad_norm=1.0")
+
+
+def test_lomo_built_by_the_hub_is_still_lomo_optims_class() -> None:
+    """accelerate and HF's Trainer recognise LOMO by isinstance: they must still."""
+    lomo_optim = pytest.importorskip("lomo_optim")
+    optimizer = optimhub.create_optimizer("lomo", make_tiny_lm(), lr=1e-2)
+    assert isinstance(optimizer, lomo_optim.Lomo)
+    assert type(optimizer).__name__ == "Lomo"
