@@ -407,3 +407,67 @@ def test_lomo_built_by_the_hub_is_still_lomo_optims_class() -> None:
     optimizer = optimhub.create_optimizer("lomo", make_tiny_lm(), lr=1e-2)
     assert isinstance(optimizer, lomo_optim.Lomo)
     assert type(optimizer).__name__ == "Lomo"
+
+
+# ============================= 3. optim_target_modules and rules from someone's YAML
+class _LongNames(torch.nn.Module):
+    """Module names long enough for a backtracking regex to run for minutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder_block_with_a_rather_long_descriptive_name = torch.nn.ModuleDict({
+            "attention_query_projection_layer": torch.nn.Linear(8, 8),
+            "feed_forward_up_projection_layer": torch.nn.Linear(8, 8),
+        })
+
+
+#: Each makes re.fullmatch backtrack for minutes on _LongNames' names (measured: > 10 s
+#: on 45 characters; exponential or O(n^12)); none matches any of them.
+HOSTILE_PATTERNS = [r"(\w+\.?)+x", r"(.*)*x", ".*" * 12 + "x"]
+
+
+@pytest.mark.timeout(120)  # a hang guard: before the fix each of these never returned
+@pytest.mark.parametrize("pattern", HOSTILE_PATTERNS)
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_catastrophic_target_pattern_does_not_hang(pattern: str, as_list: bool) -> None:
+    from optimhub.errors import TargetModulesError
+
+    patterns: Any = [pattern] if as_list else pattern
+    model = _LongNames()
+    selection = optimhub.explain_targets(model, patterns)
+    assert selection.parameter_names == ()
+    with pytest.raises(TargetModulesError, match="selected no weight"):
+        optimhub.create_optimizer("galore_adamw", model, optim_target_modules=patterns)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pattern", HOSTILE_PATTERNS)
+def test_a_catastrophic_param_group_rule_does_not_hang(pattern: str) -> None:
+    from optimhub.errors import OptimArgsError
+
+    with pytest.raises(OptimArgsError, match="matches no trainable parameter"):
+        optimhub.create_optimizer("adamw_torch", _LongNames(),
+                                  param_group_rules=[{"pattern": pattern, "lr": 1e-4}])
+
+
+@pytest.mark.parametrize("pattern", [r"(attention)\1", r".*(?>attention).*"])
+def test_a_pattern_no_linear_matcher_supports_is_refused_naming_it(pattern: str) -> None:
+    from optimhub.errors import OptimArgsError, TargetModulesError
+
+    with pytest.raises(TargetModulesError) as raised:
+        optimhub.explain_targets(_LongNames(), [pattern])
+    assert repr(pattern) in str(raised.value)
+    with pytest.raises(OptimArgsError) as raised:
+        optimhub.ParamGroupRule(pattern, lr=1e-4)
+    assert repr(pattern) in str(raised.value)
+
+
+def test_targets_still_match_as_hugging_face_does() -> None:
+    model = _LongNames()
+    prefix = "decoder_block_with_a_rather_long_descriptive_name"
+    assert optimhub.explain_targets(model, r".*attention.*").parameter_names == (
+        f"{prefix}.attention_query_projection_layer.weight",)
+    assert optimhub.explain_targets(model, ["feed_forward", r"(?!x).*query.*"]
+                                    ).parameter_names == (
+        f"{prefix}.attention_query_projection_layer.weight",
+        f"{prefix}.feed_forward_up_projection_layer.weight")
