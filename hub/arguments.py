@@ -50,6 +50,12 @@ class OptimizerArguments:
     layerwise: bool = False
     weight_decay_policy: str = "hf"
     layer_decay: float | None = None
+    #: The fields the user gave explicitly (set by :func:`resolve_arguments`, not an
+    #: argument): a dict key or keyword, or, read from an object, a value other than the
+    #: default. A TrainingArguments left at HF's defaults always carries betas and eps;
+    #: only an explicit value the optimizer cannot use is an error.
+    explicit: frozenset[str] = field(default=frozenset(), init=False, repr=False,
+                                     compare=False)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -68,7 +74,8 @@ class OptimizerArguments:
                                     total_name="max_steps")
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments))
+FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments) if f.init)
+_DEFAULTS = OptimizerArguments()
 #: Short spellings users know from torch optimizers, accepted as overrides and dict keys.
 SHORT_NAMES = {"lr": "learning_rate", "eps": "adam_epsilon", "betas": ("adam_beta1", "adam_beta2")}
 
@@ -76,9 +83,11 @@ SHORT_NAMES = {"lr": "learning_rate", "eps": "adam_epsilon", "betas": ("adam_bet
 def resolve_arguments(args: Any = None, overrides: Mapping[str, Any] | None = None
                       ) -> OptimizerArguments:
     """Merge ``args`` (any accepted form) and ``overrides`` into validated arguments."""
-    values = _read(args)
-    values.update(_normalise(dict(overrides or {}), source="keyword argument"))
+    values, explicit = _read(args)
+    given = _normalise(dict(overrides or {}), source="keyword argument")
+    values.update(given)
     resolved = OptimizerArguments(**values)
+    object.__setattr__(resolved, "explicit", frozenset(explicit | given.keys()))
     _validate(resolved)
     return resolved
 
@@ -129,20 +138,38 @@ def resolve_warmup_steps(
     return math.ceil(total * warmup)
 
 
-def _read(args: Any) -> dict[str, Any]:
+def _read(args: Any) -> tuple[dict[str, Any], set[str]]:
+    """The values ``args`` gives, and which of them were given explicitly."""
     if args is None:
-        return {}
+        return {}, set()
     if isinstance(args, OptimizerArguments):
-        return {name: getattr(args, name) for name in FIELDS}
+        values = {name: getattr(args, name) for name in FIELDS}
+        return values, _changed(values) | args.explicit
     if isinstance(args, Mapping):
-        return _normalise(dict(args), source="args key")
+        values = _normalise(dict(args), source="args key")
+        return values, set(values)
     if isinstance(args, (str, bytes, int, float, Sequence)):
         raise OptimArgsTypeError(
             f"args must be None, a dict, optimhub.OptimizerArguments or a "
             f"TrainingArguments-like object; got {type(args).__name__} {args!r}"
         )
     # TrainingArguments-like: read the fields it has, by attribute; keep our defaults else.
-    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    values = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    return values, _changed(values)
+
+
+def _changed(values: Mapping[str, Any]) -> set[str]:
+    """The fields of an arguments object that differ from the defaults (HF's): an object
+    always carries every field, so only a changed one says the user asked for it."""
+    changed = set()
+    for name, value in values.items():
+        try:
+            same = bool(value == getattr(_DEFAULTS, name))
+        except Exception:  # a value that cannot be compared is certainly not the default
+            same = False
+        if not same:
+            changed.add(name)
+    return changed
 
 
 def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:

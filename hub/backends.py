@@ -4,6 +4,17 @@ Backends are imported only here, when an optimizer is built (or when ``optimhub 
 asks), never at ``import optimhub``: several take seconds to import. Importing one must
 not change the user's process either, so the root logger is restored afterwards (some
 backends call ``logging.basicConfig`` at import).
+
+Python imports one module at a time per module, but two threads importing two backends
+that import each other's dependencies (torch._dynamo, transformers, bitsandbytes.optim...)
+can each be handed the other's half-initialised module, which Python does to break the
+deadlock: a wrong ``ImportError`` or an ``AttributeError`` at random. So everything the hub
+runs that may import on first use (a backend's import, a builder's call: builders and the
+backend constructors they call import lazily, plugin loading) runs under one process-wide
+lock, :func:`build_lock`; claiming parameters for an optimizer that updates them inside
+backward uses the same lock, so there is one lock and no lock order to get wrong. Building
+an optimizer is a constructor call, so serialising builds costs nothing measurable; a step
+never takes the lock.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import importlib.util
 import logging
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,12 +40,27 @@ from .versions import installed_version, version_tuple
 __all__ = [
     "BackendStatus",
     "backend_status",
+    "build_lock",
     "cuda_available",
     "ensure_usable",
     "import_backend",
     "is_installed",
     "preserve_root_logger",
 ]
+
+
+#: Held while the hub imports a backend, calls a builder, loads plugins or claims
+#: parameters (see above). An RLock: a builder may build through the hub again (a
+#: layerwise optimizer builds one optimizer per parameter; a plugin may compose others).
+_BUILD_LOCK = threading.RLock()
+
+
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """Run the block under the process-wide build lock: of several threads, one at a time
+    imports a backend or builds, so none sees a half-imported module."""
+    with _BUILD_LOCK:
+        yield
 
 
 def is_installed(spec: OptimizerSpec) -> bool:
@@ -65,6 +92,11 @@ def preserve_root_logger() -> Iterator[None]:
 
 def import_backend(spec: OptimizerSpec) -> ModuleType:
     """Import the backend, or raise ``MissingBackendError`` with the exact install command."""
+    with build_lock():
+        return _import_backend(spec)
+
+
+def _import_backend(spec: OptimizerSpec) -> ModuleType:
     if not is_installed(spec):
         raise MissingBackendError(
             f"optimizer {spec.name!r} needs the package {spec.distribution!r} (import name "

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from .assemble import build_request
-from .backends import ensure_usable
+from .backends import build_lock, ensure_usable
 from .build import BuildRequest
 from .checkpoint import remember
 from .errors import BuildError, MissingBackendError, OptimHubError
-from .layerwise import LayerwiseOptimizer
+from .layerwise import OWNED_PARAMETERS, LayerwiseOptimizer
 from .prepare import Prepared, prepare
 from .registration import RegisteredOptimizer
 from .route_plan import is_routed, plan_routes
@@ -72,9 +72,18 @@ def create_optimizer(
 def _build_prepared(prepared: Prepared) -> tuple[torch.optim.Optimizer, BuildRequest]:
     """The param groups and keywords of a checked call, then the plugin's builder."""
     request = build_request(prepared)
-    if prepared.layerwise:
-        return _build_layerwise(prepared.entry, request), request
-    return _build(prepared.entry, request), request
+    if not prepared.spec.updates_in_backward(prepared.layerwise):
+        return _build(prepared.entry, request), request
+    # It hooks the parameters to update them inside backward: checking that no other
+    # optimizer does, building and claiming them is one atomic step across threads.
+    trainable = [(n, p) for n, p in prepared.source.named if p.requires_grad]
+    with OWNED_PARAMETERS.claiming(trainable) as claim:
+        if prepared.layerwise:
+            optimizer: torch.optim.Optimizer = _build_layerwise(prepared.entry, request)
+        else:
+            optimizer = _build(prepared.entry, request)
+        claim(optimizer)
+    return optimizer, request
 
 
 def _build_layerwise(entry: RegisteredOptimizer, request: BuildRequest) -> LayerwiseOptimizer:
@@ -94,7 +103,8 @@ def _build(entry: RegisteredOptimizer, request: BuildRequest) -> torch.optim.Opt
     """Call the builder; whatever it raises that is not ours becomes our error, naming it."""
     spec = request.spec
     try:
-        optimizer = entry.builder(request)
+        with build_lock():  # builders (and the constructors they call) import lazily
+            optimizer = entry.builder(request)
     except OptimHubError:
         raise
     except ImportError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .bounded_regex import UnsupportedPatternError, compile_bounded
 from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest
 from .roles import ParameterRole, Role
 
@@ -140,8 +141,9 @@ class ParamGroupRule:
             )
 
     def matches(self, name: str) -> bool:
-        """Whether the rule applies to the parameter called ``name`` (``re.search``)."""
-        return re.search(self.pattern, name) is not None
+        """Whether the rule applies to the parameter called ``name`` (``re.search``'s answer,
+        in linear time: rules come from configs, see ``bounded_regex``)."""
+        return compile_bounded(self.pattern).search(name)
 
     def describe(self) -> str:
         """The rule as it would be written, without the fields it leaves unset."""
@@ -175,11 +177,15 @@ def _check_pattern(pattern: object) -> None:
             "every parameter."
         )
     try:
-        re.compile(pattern)
+        compile_bounded(pattern)
     except re.error as exc:
         raise OptimArgsError(
             f"param group rule pattern {pattern!r} is not a valid regular expression ({exc})."
         ) from exc
+    except UnsupportedPatternError as exc:
+        raise OptimArgsError(
+            f"param group rule pattern {pattern!r} cannot be matched in bounded time: {exc}."
+        ) from None
 
 
 def _check_number(key: str, value: object, *, allow_zero: bool) -> float | None:

@@ -18,8 +18,8 @@ import torch
 
 from .arguments import OptimizerArguments, resolve_arguments
 from .backends import import_backend, is_installed
-from .errors import CapabilityError, OptimArgsError, TargetModulesError
-from .layerwise import OWNED_PARAMETERS as _LAYERWISE_OWNED
+from .errors import CapabilityError, OptimArgsError, TargetModulesError, shorten
+from .layerwise import OWNED_PARAMETERS
 from .optim_args import resolve_optim_args
 from .parameter_source import ParameterSource
 from .plugin_host import get_registry
@@ -78,6 +78,7 @@ def prepare(
     arguments = resolve_arguments(args, overrides)
     options = resolve_optim_args(spec, arguments.optim_args)
     source = ParameterSource.from_user(model)
+    _check_leaves(source)
     if build:
         _check_parameters(spec, source, arguments)
     _check_capabilities(spec, source, arguments)
@@ -105,6 +106,22 @@ def refuse_matrix_only_without_routes(spec: OptimizerSpec, source: ParameterSour
         )
 
 
+def _check_leaves(source: ParameterSource) -> None:
+    """Only a leaf tensor can be optimized: a computed one (``w * 2``, ``w[0]``) has no
+    gradient of its own, and every backend refuses it with its own words (or, in layerwise
+    mode, torch refuses to hook it)."""
+    for name, param in source.named:
+        if param.requires_grad and not param.is_leaf:
+            made_by = type(param.grad_fn).__name__ if param.grad_fn is not None else "a view"
+            raise OptimArgsError(
+                f"parameter {name!r} (shape {list(param.shape)}) is not a leaf tensor: it was "
+                f"computed from other tensors (grad_fn {made_by}, e.g. w * 2 or w[0]), so "
+                "no optimizer can update it (its gradient flows to the tensors it came from). "
+                "Pass the nn.Parameter it came from, or make a new leaf with "
+                "t.detach().requires_grad_()."
+            )
+
+
 def _check_parameters(
     spec: OptimizerSpec, source: ParameterSource, arguments: OptimizerArguments
 ) -> None:
@@ -118,13 +135,7 @@ def _check_parameters(
             "nothing or fails inside the backend. Materialise the model first "
             "(model.to_empty(device=...) and load or initialise its weights)."
         )
-    owned = [n for n, p in trainable if p in _LAYERWISE_OWNED]
-    if owned:
-        raise CapabilityError(
-            f"parameters such as {owned[0]!r} are stepped inside backward by a live "
-            "layerwise optimizer: a second optimizer would step them twice, or never see a "
-            "gradient. close() the layerwise optimizer (or leave its with-block) first."
-        )
+    OWNED_PARAMETERS.refuse_owned(trainable)  # checked again, atomically, when claiming
     if spec.has_hyperparameter("eps"):
         _check_eps_representable(arguments.adam_epsilon, trainable)
 
@@ -161,6 +172,7 @@ def _check_capabilities(
             f"{arguments.weight_decay!r} was given; set weight_decay=0 for it (it would be "
             "silently ignored otherwise)"
         )
+    _check_unusable_hyperparameters(spec, arguments)
     if spec.has(Capability.SINGLE_GROUP) and arguments.param_group_rules:
         raise OptimArgsError(
             f"optimizer {spec.name!r} applies one learning rate and one weight decay to every "
@@ -211,6 +223,37 @@ def _check_role_arguments(
     if arguments.layer_decay is not None and not spec.has_hyperparameter("lr"):
         raise OptimArgsError(
             f"optimizer {spec.name!r} takes no learning rate, so layer_decay cannot scale it"
+        )
+
+
+#: The hyperparameters a spec may or may not take, and the argument fields that set them.
+_HYPERPARAMETER_FIELDS = {
+    "lr": ("learning_rate",),
+    "betas": ("adam_beta1", "adam_beta2"),
+    "eps": ("adam_epsilon",),
+}
+
+
+def _check_unusable_hyperparameters(spec: OptimizerSpec, arguments: OptimizerArguments) -> None:
+    """An explicit ``lr`` / ``betas`` / ``eps`` the optimizer does not take is an error (HF
+    drops it silently). Values left at TrainingArguments' defaults are not explicit."""
+    for hyperparameter, fields in _HYPERPARAMETER_FIELDS.items():
+        given = [f for f in fields if f in arguments.explicit]
+        if not given or spec.has_hyperparameter(hyperparameter):
+            continue
+        if len(given) == len(fields) > 1:
+            shown = f"{hyperparameter}={tuple(getattr(arguments, f) for f in fields)!r}"
+        else:
+            shown = ", ".join(f"{f}={getattr(arguments, f)!r}" for f in given)
+        own = spec.args.get(hyperparameter)
+        if own is not None and len(fields) == 1:
+            hint = (f"; it takes its own {hyperparameter} through optim_args: "
+                    f"optim_args='{own.name}={getattr(arguments, fields[0])!r}'")
+        else:
+            hint = f"; its options: `optimhub info {spec.name}`"
+        raise OptimArgsError(
+            f"optimizer {spec.name!r} takes no {hyperparameter}, but {shorten(shown)} was "
+            f"given; remove it (it would be silently ignored otherwise){hint}"
         )
 
 

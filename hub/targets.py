@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .bounded_regex import BoundedPattern, UnsupportedPatternError, compile_bounded
 from .errors import TargetModulesError, TargetModulesTypeError
 
 __all__ = [
@@ -247,19 +248,28 @@ def _check_model(model: object) -> None:
         )
 
 
-def _compile(items: tuple[str, ...], mode: str) -> tuple[re.Pattern[str], ...]:
-    """Every pattern compiled up front, so a bad regex fails before any module is visited."""
+def _compile(items: tuple[str, ...], mode: str) -> tuple[BoundedPattern, ...]:
+    """Every pattern compiled up front, so a bad regex fails before any module is visited.
+
+    Patterns come from configs: they are matched in linear time (``bounded_regex``), with
+    ``re``'s syntax and answers, so a catastrophic one cannot hang the call.
+    """
     if mode == _MODE_ALL_LINEAR:
         return ()
     compiled = []
     for item in items:
         try:
-            compiled.append(re.compile(item))
+            compiled.append(compile_bounded(item))
         except re.error as exc:
             raise TargetModulesError(
                 f"optim_target_modules pattern {item!r} is not a valid regular expression "
                 f"({exc}). Escape special characters (re.escape) or use a plain module name."
             ) from exc
+        except UnsupportedPatternError as exc:
+            raise TargetModulesError(
+                f"optim_target_modules pattern {item!r} cannot be matched in bounded time: "
+                f"{exc}."
+            ) from None
     return tuple(compiled)
 
 
@@ -270,14 +280,14 @@ def _match(
     name: str,
     module: nn.Module,
     items: tuple[str, ...],
-    compiled: tuple[re.Pattern[str], ...],
+    compiled: tuple[BoundedPattern, ...],
     mode: str,
 ) -> tuple[str, str] | None:
     """``(pattern, how)`` for the first rule that matches ``name``, as HF tries them."""
     if mode == _MODE_ALL_LINEAR:
         return (items[0], "all-linear") if isinstance(module, nn.Linear) else None
     if mode == _MODE_REGEX:
-        if compiled[0].fullmatch(name) is None:
+        if not compiled[0].fullmatch(name):
             return None
         return items[0], ("exact" if items[0] == name else "regex")
     if name in items:
@@ -286,7 +296,7 @@ def _match(
         if item in name:
             return item, "substring"
     for item, regex in zip(items, compiled, strict=True):
-        if regex.fullmatch(name) is not None:
+        if regex.fullmatch(name):
             return item, "regex"
     return None
 
@@ -401,7 +411,7 @@ def _hints(model: nn.Module, selection: TargetSelection) -> list[str]:
 
 
 def _searches(pattern: str, name: str) -> bool:
-    return re.search(pattern, name) is not None
+    return compile_bounded(pattern).search(name)
 
 
 def _show_patterns(patterns: tuple[str, ...], mode: str) -> str:

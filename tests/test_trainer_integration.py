@@ -241,8 +241,8 @@ def test_lomo_fused_backward_with_the_backends_own_clipping(tmp_path):
     assert_learns(trainer)
     lomo = backend(trainer)
     assert type(lomo).__name__ == "Lomo" and lomo.clip_grad_norm == 1.0
-    with pytest.raises(NotImplementedError):
-        lomo.step()  # the backend's own step: the Trainer never called it
+    with pytest.raises(CapabilityError, match="fused_backward"):
+        lomo.step()  # the backend's own step refuses: the Trainer never called it
     rates = logged(trainer, "learning_rate")
     assert rates[0] == 0.3 and rates[-1] < 0.01
     assert lomo.lr == rates[-1]  # fused_backward got the scheduler's lr of that step
