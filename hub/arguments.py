@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptimArgsError, OptimArgsTypeError, closest
-from .param_groups import WEIGHT_DECAY_POLICIES
+from .role_types import WEIGHT_DECAY_POLICIES
 
 __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from .bounded_regex import UnsupportedPatternError, compile_bounded
 from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest
-from .roles import ParameterRole, Role
+from .role_types import WEIGHT_DECAY_POLICIES, ParameterRole, Role
 
 __all__ = [
     "NO_DECAY_NAME_PATTERNS",
@@ -99,7 +99,6 @@ def _no_decay_name(name: str) -> bool:
 #: conv kernels and expert stacks; never a normalisation layer (by type, whatever its
 #: name), a bias, another 1-D parameter or an embedding. ``"matrices_and_embeddings"``
 #: decays the embeddings too.
-WEIGHT_DECAY_POLICIES: tuple[str, ...] = ("hf", "matrices", "matrices_and_embeddings")
 _DECAYED_ROLES: Mapping[str, frozenset[Role]] = {
     "matrices": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT}),
     "matrices_and_embeddings": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT,

@@ -30,13 +30,13 @@ the meta device (a 70B configuration costs nothing to describe).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from .role_types import ROLE_NAMES, ParameterRole, Role
 
 __all__ = [
     "ROLE_NAMES",
@@ -48,22 +48,6 @@ __all__ = [
 ]
 
 
-class Role(str, enum.Enum):
-    """The role of a parameter; the value is its spelling in route selectors."""
-
-    MATRIX = "matrix"
-    EMBEDDING = "embedding"
-    HEAD = "head"
-    NORM = "norm"
-    BIAS = "bias"
-    SCALAR = "scalar"
-    CONV = "conv"
-    EXPERT = "expert"
-
-
-#: Every role's spelling, in the order the docs list them.
-ROLE_NAMES: tuple[str, ...] = tuple(r.value for r in Role)
-
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
@@ -73,42 +57,6 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 _EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd,)
-
-
-@dataclass(frozen=True)
-class ParameterRole:
-    """One trainable parameter as the router sees it.
-
-    ``module`` is the name of the module that registers it (``""`` for the root) and
-    ``module_types`` the class names of that module's MRO (for ``type:`` selectors, so
-    ``type:Linear`` also selects a subclass). ``tied`` lists the other names the same
-    tensor is reachable under (an output head tied to the embedding). ``why`` says in a
-    few words what decided the role.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    role: Role
-    module: str
-    module_types: tuple[str, ...]
-    why: str
-    tied: tuple[str, ...] = ()
-
-    @property
-    def module_type(self) -> str:
-        """The owning module's own class name."""
-        return self.module_types[0] if self.module_types else ""
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def numel(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count
 
 
 def parameter_roles(

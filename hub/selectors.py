@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import OptimArgsTypeError, RoutingError, closest, shorten
-from .roles import ROLE_NAMES, ParameterRole, Role
+from .role_types import ROLE_NAMES, ParameterRole, Role
 
 __all__ = ["CATCH_ALL", "Selector"]
 

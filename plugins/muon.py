@@ -7,17 +7,15 @@ here, the rest to AdamW), built by the hub's router: this module only builds the
 
 ``torch.optim.Muon`` refuses any parameter that is not 2-D. A conv kernel
 ``(out, in, *k)`` is stepped as the matrix ``(out, in * prod(k))``, as timm and
-pytorch-optimizer do (and as the Muon authors suggest): :class:`FlatteningMuon` gives
-torch's own update to that view. When every parameter is 2-D the builder returns torch's
+pytorch-optimizer do (and as the Muon authors suggest): ``FlatteningMuon``
+(plugins/_flattening_muon.py, imported by the builder) gives torch's own update to that
+view. When every parameter is 2-D the builder returns torch's
 class itself, so the update is torch's to the bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BuildError,
@@ -27,52 +25,13 @@ from optimhub.plugin import (
     hookimpl,
 )
 
-
-class FlatteningMuon(torch.optim.Muon):
-    """``torch.optim.Muon`` that also takes N-D kernels, each stepped as the 2-D view
-    ``(shape[0], -1)`` (momentum buffer, gradient and update alike); 2-D parameters get
-    exactly torch's update."""
-
-    def __init__(self, params: Any, **kwargs: Any) -> None:
-        probe = torch.optim.Muon([torch.zeros(1, 1)], **kwargs)  # torch checks the keywords
-        torch.optim.Optimizer.__init__(self, params, probe.defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-        from torch.optim._muon import muon  # the functional step torch's Muon.step calls
-
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            buffers: list[torch.Tensor] = []
-            has_complex = self._init_group(group, params, grads, buffers)
-            muon(
-                [_matrix(p) for p in params],
-                [g.reshape(g.shape[0], -1) for g in grads],
-                [_matrix(b) for b in buffers],
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                ns_coefficients=group["ns_coefficients"],
-                eps=group["eps"],
-                ns_steps=group["ns_steps"],
-                adjust_lr_fn=group["adjust_lr_fn"],
-                has_complex=has_complex,
-            )
-        return loss
-
-
-def _matrix(tensor: torch.Tensor) -> torch.Tensor:
-    """A view (updates in place reach the tensor), never a copy."""
-    return tensor.view(tensor.shape[0], -1)
+if TYPE_CHECKING:
+    import torch
 
 
 def build_muon(request: BuildRequest) -> torch.optim.Optimizer:
+    import torch
+
     kernels = [(n, p) for n, p in request.named_parameters().items() if p.ndim > 2]
     if not kernels:
         return torch.optim.Muon(request.param_groups, **request.kwargs)
@@ -83,6 +42,8 @@ def build_muon(request: BuildRequest) -> torch.optim.Optimizer:
             f"tensor; {scattered[0]!r} is not (channels_last?): call "
             "model.to(memory_format=torch.contiguous_format) first"
         )
+    from ._flattening_muon import FlatteningMuon
+
     return FlatteningMuon(request.param_groups, **request.kwargs)
 
 
