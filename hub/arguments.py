@@ -54,8 +54,8 @@ class OptimizerArguments:
     #: argument): a dict key or keyword, or, read from an object, a value other than the
     #: default. A TrainingArguments left at HF's defaults always carries betas and eps;
     #: only an explicit value the optimizer cannot use is an error.
-    explicit: frozenset[str] = field(default=frozenset(), init=False, repr=False,
-                                     compare=False)
+    explicit: frozenset[str] | None = field(default=None, init=False, repr=False,
+                                            compare=False)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -144,7 +144,9 @@ def _read(args: Any) -> tuple[dict[str, Any], set[str]]:
         return {}, set()
     if isinstance(args, OptimizerArguments):
         values = {name: getattr(args, name) for name in FIELDS}
-        return values, _changed(values) | args.explicit
+        # Resolved arguments know what was explicit (a route's view of the top-level ones
+        # narrows it); ones built by hand count every non-default value.
+        return values, set(_changed(values) if args.explicit is None else args.explicit)
     if isinstance(args, Mapping):
         values = _normalise(dict(args), source="args key")
         return values, set(values)

@@ -28,6 +28,7 @@ from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
 __all__ = [
+    "HYPERPARAMETER_FIELDS",
     "Prepared",
     "check_layerwise_allowed",
     "prepare",
@@ -227,7 +228,7 @@ def _check_role_arguments(
 
 
 #: The hyperparameters a spec may or may not take, and the argument fields that set them.
-_HYPERPARAMETER_FIELDS = {
+HYPERPARAMETER_FIELDS = {
     "lr": ("learning_rate",),
     "betas": ("adam_beta1", "adam_beta2"),
     "eps": ("adam_epsilon",),
@@ -237,8 +238,8 @@ _HYPERPARAMETER_FIELDS = {
 def _check_unusable_hyperparameters(spec: OptimizerSpec, arguments: OptimizerArguments) -> None:
     """An explicit ``lr`` / ``betas`` / ``eps`` the optimizer does not take is an error (HF
     drops it silently). Values left at TrainingArguments' defaults are not explicit."""
-    for hyperparameter, fields in _HYPERPARAMETER_FIELDS.items():
-        given = [f for f in fields if f in arguments.explicit]
+    for hyperparameter, fields in HYPERPARAMETER_FIELDS.items():
+        given = [f for f in fields if f in (arguments.explicit or ())]
         if not given or spec.has_hyperparameter(hyperparameter):
             continue
         if len(given) == len(fields) > 1:

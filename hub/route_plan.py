@@ -30,6 +30,7 @@ from torch import nn
 from .arguments import OptimizerArguments, resolve_arguments
 from .errors import (
     MissingBackendError,
+    OptimArgsError,
     OptimHubError,
     RoutingError,
     TargetModulesError,
@@ -40,7 +41,7 @@ from .optim_args import resolve_optim_args
 from .param_groups import parse_rules
 from .parameter_source import ParameterSource
 from .plugin_host import get_registry
-from .prepare import Prepared, prepare
+from .prepare import HYPERPARAMETER_FIELDS, Prepared, prepare
 from .roles import ParameterRole, Role, parameter_roles
 from .route_text import is_route_text
 from .routing import Route, RouteSet
@@ -125,6 +126,7 @@ def plan_routes(name: Any, model: Any, args: Any, overrides: Mapping[str, Any], 
     claims = _assign(route_set, roles)
     _check_rules_match_somewhere(top, roles)
     _check_targets_used(route_set, top)
+    _check_hyperparameters_used(route_set, top)
     planned = tuple(
         _plan_route(label, route, claims[label], roles, top, source, spec, build=build)
         for label, route in route_set
@@ -217,6 +219,19 @@ def _check_rules_match_somewhere(top: OptimizerArguments,
             )
 
 
+def _check_hyperparameters_used(route_set: RouteSet, top: OptimizerArguments) -> None:
+    """An explicit top-level lr / betas / eps that no route's optimizer takes would be
+    silently ignored: an error, as it is for a plain name."""
+    for hyperparameter, fields in HYPERPARAMETER_FIELDS.items():
+        given = [f for f in fields if f in (top.explicit or ())]
+        if given and not any(r.spec.has_hyperparameter(hyperparameter)
+                             for r in route_set.routes):
+            raise OptimArgsError(
+                f"{', '.join(given)} was given, but no route's optimizer takes "
+                f"{hyperparameter}; remove it (it would be silently ignored otherwise)"
+            )
+
+
 def _check_targets_used(route_set: RouteSet, top: OptimizerArguments) -> None:
     if top.optim_target_modules in (None, [], ()):
         return
@@ -288,7 +303,12 @@ def _route_arguments(route: Route, top: OptimizerArguments, share: ParameterSour
         rules = parse_rules(top.param_group_rules)
         given["param_group_rules"] = [r for r in rules if any(r.matches(n) for n in names)]
     given["optim_args"] = dict(route.options)
-    return resolve_arguments(top, given)
+    arguments = resolve_arguments(top, given)
+    # A top-level lr / betas / eps reaches every route: one this route's optimizer does not
+    # take is the other routes' (_check_hyperparameters_used refuses one no route takes).
+    inherited = {f for fields in HYPERPARAMETER_FIELDS.values() for f in fields} - given.keys()
+    object.__setattr__(arguments, "explicit", (arguments.explicit or frozenset()) - inherited)
+    return arguments
 
 
 def _patterns(value: Any) -> Any:

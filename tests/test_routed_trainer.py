@@ -16,7 +16,7 @@ from test_trainer_integration import (
 )
 
 from optimhub import CapabilityError, RoutedOptimizer, spec_of
-from optimhub.errors import OptimArgsError
+from optimhub.errors import OptimArgsError, OptimHubWarning
 
 
 def test_muon_lowers_the_loss_with_its_options_from_the_training_arguments(tmp_path):
@@ -48,10 +48,18 @@ def test_a_route_set_given_as_text_trains_and_each_route_keeps_its_lr(tmp_path):
 
 
 def test_a_routed_optimizer_with_a_schedule_free_route_needs_a_constant_schedule(tmp_path):
+    """The schedule-free rule of a plain name, per route: an explicit decaying schedule is
+    refused; HF's untouched default runs as constant, with one warning
+    (docs/differences-from-transformers.md)."""
     pytest.importorskip("schedulefree")
-    trainer = make_trainer(tmp_path, optim="muon",
-                           args={"optim_args": "fallback=schedule_free_adamw"})
+    trainer = make_trainer(tmp_path / "cosine", optim="muon",
+                           args={"optim_args": "fallback=schedule_free_adamw",
+                                 "lr_scheduler_type": "cosine"})
     with pytest.raises(CapabilityError, match="schedule-free"):
+        trainer.train()
+    trainer = make_trainer(tmp_path / "default", optim="muon",
+                           args={"optim_args": "fallback=schedule_free_adamw"})
+    with pytest.warns(OptimHubWarning, match="runs as lr_scheduler_type='constant'"):
         trainer.train()
 
 
