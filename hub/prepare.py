@@ -27,7 +27,7 @@ from .registration import RegisteredOptimizer
 from .spec import Capability, OptimizerSpec
 from .targets import select_targets
 
-__all__ = ["Prepared", "check_layerwise_allowed", "prepare"]
+__all__ = ["Prepared", "check_layerwise_allowed", "check_matrix_only", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ def prepare(
     if build:
         _check_parameters(spec, source, arguments)
     _check_capabilities(spec, source, arguments)
+    check_matrix_only(spec, source.named)
     return Prepared(entry, arguments, options, source)
 
 
@@ -159,6 +160,27 @@ def _check_capabilities(
             f"param-group dicts were given for {spec.name!r} together with "
             "optim_target_modules or param_group_rules; pass the model instead and let the "
             "hub build the groups, or build every group yourself"
+        )
+
+
+def check_matrix_only(spec: OptimizerSpec, named: Any) -> None:
+    """A ``matrix_only`` optimizer (the Muon family) updates 2-D weight matrices only: any
+    other trainable parameter is refused, naming it and the way out, before anything is
+    built. (A routed optimizer gives those parameters a fallback; until one is asked for,
+    this is the only rule the core applies to the capability.)"""
+    if not spec.has(Capability.MATRIX_ONLY):
+        return
+    others = [(n, tuple(p.shape)) for n, p in named if p.requires_grad and p.dim() != 2]
+    if others:
+        shown = ", ".join(f"{n!r} {shape}" for n, shape in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise CapabilityError(
+            f"optimizer {spec.name!r} updates only 2-D weight matrices (capability "
+            f"'{Capability.MATRIX_ONLY.value}'), but {len(others)} trainable parameter(s) "
+            f"are not: {shown}{more}. Give those a fallback optimizer with a routed "
+            'optimizer (optimhub routes, e.g. optimhub.create_optimizer("muon", model): '
+            "matrices to Muon, the rest to AdamW), or pass only the hidden weight matrices "
+            "(freeze or leave out biases, norms and other non-matrix parameters)"
         )
 
 

@@ -68,6 +68,7 @@ class Capability(str, enum.Enum):
     NO_DDP = "no_ddp"
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
+    CREATE_GRAPH = "create_graph"
 
     @property
     def explanation(self) -> str:
@@ -102,6 +103,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.MATRIX_ONLY: (
         "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "
         "fallback optimizer, which a routed optimizer provides"
+    ),
+    Capability.CREATE_GRAPH: (
+        "second-order: every backward must keep the graph (loss.backward(create_graph=True)) "
+        "so step() can take Hessian-vector products"
     ),
     Capability.SINGLE_GROUP: (
         "one learning rate and one weight decay for every parameter (it takes the model, "
@@ -237,7 +242,9 @@ class OptimizerSpec:
     its plugin's builder and estimator unless the plugin registers its own.
     ``without_cuda`` are constructor keywords that replace ``fixed`` ones where CUDA is
     absent (paging off). ``constructor_weight_decay``: the backend takes weight decay as
-    one constructor argument, not per param group.
+    one constructor argument, not per param group. ``namespace``: the prefix a backend
+    reserves for its names (``pto`` -> ``pto_adan``), so a catalog that fronts a library of
+    a hundred optimizers cannot collide with Hugging Face's names or another plugin's.
     """
 
     name: str
@@ -258,6 +265,7 @@ class OptimizerSpec:
     state_bytes_per_param: float | None = None
     without_cuda: Mapping[str, Any] = field(default_factory=dict)
     constructor_weight_decay: bool = False
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -285,6 +293,13 @@ class OptimizerSpec:
         """Whether parameters change inside backward (fused backward or layerwise), so
         gradients cannot accumulate or be clipped between backward and step."""
         return self.has(Capability.FUSED_BACKWARD) or self.runs_layerwise(layerwise)
+
+    @property
+    def bare_name(self) -> str:
+        """The name without its namespace prefix (``pto_adan`` -> ``adan``): what a user who
+        knows the library, not the hub, types."""
+        prefix = f"{self.namespace}_" if self.namespace else ""
+        return self.name[len(prefix):] if prefix and self.name.startswith(prefix) else self.name
 
     @property
     def install_command(self) -> str:
