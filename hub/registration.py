@@ -207,12 +207,12 @@ _CUTOFF = 0.6
 
 
 def _likeness(word: str, candidate: str) -> float:
-    """3 for the same name, 2+ for a name that starts with the word (or the reverse),
-    else difflib's similarity ratio."""
+    """3 for the same name, 2+ for a name that starts with the word (what was typed is a
+    prefix), else difflib's similarity ratio."""
     if word == candidate:
         return 3.0
     ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
-    if len(word) >= 3 and (candidate.startswith(word) or word.startswith(candidate)):
+    if len(word) >= 3 and candidate.startswith(word):
         return 2.0 + ratio
     return ratio
 
