@@ -132,11 +132,25 @@ def hub_kwargs(name: str) -> dict:
 
 
 
+#: Open gaps (measured, to be fixed): the meta-device probe cannot step these (they read
+#: tensor values: .item(), nonzero), or the formula is off by more than 5%.
+ESTIMATE_GAPS = {
+    "pto_alice": "meta probe: .item()", "pto_nero": "meta probe: .item()",
+    "pto_racs": "meta probe: .item()", "pto_sara": "meta probe: nonzero()",
+    "pto_spam": "meta probe: nonzero()", "pto_spectralsphere": "meta probe fails",
+    "heavyball_psgdlra": "CPU probe fails without its init scale on one shape",
+    "pto_conda": "probe -23.5%: projector state appears after the probe's 2 steps",
+    "pto_adammini": "formula -11%: the port's blocks differ from the authors'",
+}
+
+
 def _runnable() -> list:
     params = []
     for spec in optimhub.list_optimizers():
         state = readiness(spec)
         marks = [] if state.action == "run" else [pytest.mark.skip(reason=state.reason)]
+        if spec.name in ESTIMATE_GAPS:
+            marks.append(pytest.mark.xfail(strict=True, reason=ESTIMATE_GAPS[spec.name]))
         params.append(pytest.param(spec.name, id=spec.name, marks=marks))
     return params
 
