@@ -471,3 +471,118 @@ def test_targets_still_match_as_hugging_face_does() -> None:
                                     ).parameter_names == (
         f"{prefix}.attention_query_projection_layer.weight",
         f"{prefix}.feed_forward_up_projection_layer.weight")
+
+
+# ====================== 8. a stamped state gutted of a per-parameter entry is refused
+#: One name per way the check is wired (torch's pre-hook, bitsandbytes' own loader,
+#: GaLore's packed projectors, the layerwise optimizer), plus a schedule-free one.
+GUTTED = {
+    "adamw_torch": {},
+    "adamw_bnb_8bit": {},
+    "galore_adamw": {"optim_args": {"rank": 2}, "optim_target_modules": [r".*attn.*"]},
+    "schedule_free_adamw": {},
+    "adamw_torch+layerwise": {"layerwise": True},
+}
+
+
+def _trained_optimizer(key: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    from conftest import lm_batch, lm_loss
+
+    from optimhub.backends import is_installed
+
+    name = key.partition("+")[0]
+    if not is_installed(optimhub.get_spec(name)):
+        pytest.skip(f"{name}'s backend is not installed")
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer(name, model, lr=1e-2, **GUTTED[key])
+    if optimhub.get_spec(name).has("schedule_free"):
+        optimizer.train()
+    lm_loss(model, lm_batch()).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return model, optimizer
+
+
+def _entries(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each parameter's state entry by the name the stamp gives it."""
+    if state.get("layerwise"):
+        return {name: inner["state"][0] for name, inner in state["inner"].items()
+                if inner["state"]}
+    names = [name for name, _ in state["optimhub"]["params"]]
+    return {names[index]: entry for index, entry in state["state"].items()}
+
+
+def _through_disk(state: dict[str, Any]) -> dict[str, Any]:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _first_tensor_entry(state: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """A parameter's entry and a key of it that holds a tensor (or a backend's packed
+    dict of tensors, as bitsandbytes saves them)."""
+    for name, entry in _entries(state).items():
+        for key, value in entry.items():
+            if (isinstance(value, torch.Tensor) and value.dim() > 0) or isinstance(value, dict):
+                return name, key, entry
+    raise AssertionError("no per-parameter tensor in the state")
+
+
+@pytest.mark.parametrize("key", list(GUTTED))
+def test_a_state_without_a_required_entry_is_refused_naming_parameter_and_key(key: str) -> None:
+    """Before the fix the gutted state loaded and the first step() died with torch's
+    KeyError: 'exp_avg_sq' (adamw_torch, plain and layerwise)."""
+    from optimhub.errors import CheckpointError
+
+    _, optimizer = _trained_optimizer(key)
+    state = _through_disk(optimizer.state_dict())
+    name, removed, entry = _first_tensor_entry(state)
+    del entry[removed]
+    _, fresh = _trained_optimizer(key)
+    before = _through_disk(fresh.state_dict())
+    with pytest.raises(CheckpointError) as raised:
+        fresh.load_state_dict(state)
+    message = str(raised.value)
+    assert repr(name) in message and repr(removed) in message
+    after = fresh.state_dict()
+    for param, entry in _entries(before).items():  # the refusal loaded nothing
+        for state_key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, _entries(after)[param][state_key].cpu())
+    if key.endswith("layerwise"):
+        fresh.close()
+        optimizer.close()
+
+
+@pytest.mark.parametrize("damage", ["drop-entry", "reshape", "add-key"])
+def test_a_dropped_entry_a_reshaped_tensor_or_an_added_key_are_refused(damage: str) -> None:
+    from optimhub.errors import CheckpointError
+
+    _, optimizer = _trained_optimizer("adamw_torch")
+    state = _through_disk(optimizer.state_dict())
+    if damage == "drop-entry":
+        del state["state"][0]
+        says = "has no state, saved with step, exp_avg, exp_avg_sq"
+    elif damage == "reshape":
+        state["state"][0]["exp_avg"] = torch.zeros(1)
+        says = r"'exp_avg' is \[1\], saved \[32, 16\]"
+    else:
+        state["state"][0]["extra"] = torch.zeros(1)
+        says = "has 'extra', saved without"
+    first = state["optimhub"]["params"][0][0]
+    with pytest.raises(CheckpointError, match=says) as raised:
+        _trained_optimizer("adamw_torch")[1].load_state_dict(state)
+    assert repr(first) in str(raised.value)
+
+
+def test_an_untouched_state_and_an_older_stamp_still_load() -> None:
+    _, optimizer = _trained_optimizer("adamw_torch")
+    state = _through_disk(optimizer.state_dict())
+    assert state["optimhub"]["state"]["lm_head.weight"] == {
+        "step": [], "exp_avg": [32, 16], "exp_avg_sq": [32, 16]}
+    _trained_optimizer("adamw_torch")[1].load_state_dict(state)
+    del state["optimhub"]["state"]  # as optimhub 0.1 stamped it: checked without entries
+    _trained_optimizer("adamw_torch")[1].load_state_dict(state)
