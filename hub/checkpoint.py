@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, OptimArgsTypeError, OptimHubWarning, shorten
+from .errors import CheckpointError, OptimArgsTypeError, OptimHubWarning, shorten, shown
 from .spec import OptimizerSpec
 
 __all__ = [
@@ -223,9 +223,9 @@ def _check_stamp(
     name = stamp["name"]
     if name != identity.name:
         raise CheckpointError(
-            f"this optimizer state was saved by optimizer {name!r} and is being loaded into "
+            f"this optimizer state was saved by optimizer {shown(name)} and is being loaded into "
             f"{identity.name!r}: their states are not interchangeable (torch would load it "
-            f"by position, partially or wrongly). Build {name!r} to resume this checkpoint; "
+            f"by position, partially or wrongly). Build {shown(name)} to resume this checkpoint; "
             f"if you know both keep the same state, delete state_dict[{STAMP_KEY!r}] to "
             "load it unchecked."
         )
@@ -234,7 +234,7 @@ def _check_stamp(
     problem = _compare(there, here, ordered=ordered)
     if problem:
         raise CheckpointError(
-            f"this state of optimizer {name!r} was saved for other parameters than this "
+            f"this state of optimizer {shown(name)} was saved for other parameters than this "
             f"optimizer has: {problem}. Load it with the model it was saved with (same "
             "trainable parameters, and the same weight_decay, optim_target_modules and "
             "param_group_rules, which decide the parameter order)."
@@ -268,7 +268,7 @@ def _parse_stamp(saved: Any) -> dict[str, Any]:
         raise CheckpointError(
             f"the state's {STAMP_KEY!r} stamp is malformed (expected name, format "
             f"{STAMP_FORMAT}, [name, shape] params and per-parameter state keys): "
-            f"{shorten(repr(saved))}"
+            f"{shown(saved)}"
         )
     return dict(saved)
 
@@ -336,22 +336,22 @@ def _check_entries(stamp: Mapping[str, Any], state: Mapping[str, Any]) -> None:
 def _entry_problem(name: str, expected: Mapping[str, Any] | None,
                    entry: Mapping[str, Any] | None) -> str:
     if expected is None:
-        return f"parameter {name!r} has state ({', '.join(map(str, entry or {}))}) it was " \
-               "saved without"
+        return f"parameter {shown(name)} has state ({_keys(entry or {})}) it was saved without"
     if entry is None:
-        return f"parameter {name!r} has no state, saved with {', '.join(expected)}"
+        return f"parameter {shown(name)} has no state, saved with {_keys(expected)}"
     got = _layout(entry)
     missing = [key for key in expected if key not in got]
     if missing:
-        return f"parameter {name!r} lacks {', '.join(map(repr, missing))} (saved with " \
-               f"{', '.join(expected)})"
+        return f"parameter {shown(name)} lacks {_keys(missing, quote=True)} (saved with " \
+               f"{_keys(expected)})"
     extra = [key for key in got if key not in expected]
     if extra:
-        return f"parameter {name!r} has {', '.join(map(repr, extra))}, saved without"
-    reshaped = [f"{key!r} is {got[key]}, saved {shape}" for key, shape in expected.items()
+        return f"parameter {shown(name)} has {_keys(extra, quote=True)}, saved without"
+    reshaped = [f"{shown(key)} is {shorten(str(got[key]))}, saved {shorten(str(shape))}"
+                for key, shape in expected.items()
                 if got[key] != (None if shape is None else list(shape))]
     if reshaped:
-        return f"parameter {name!r}: {', '.join(reshaped)}"
+        return f"parameter {shown(name)}: {', '.join(reshaped[:_SHOWN])}"
     return ""
 
 
@@ -376,16 +376,23 @@ def _compare(
     if reshaped:
         parts.append(f"other shapes: {_few(reshaped)}")
     if not (unexpected or missing or reshaped):
-        moved = [f"#{i} saved {a!r}, here {b!r}"
+        moved = [f"#{i} saved {shown(a)}, here {shown(b)}"
                  for i, ((a, _), (b, _)) in enumerate(zip(there, here, strict=False)) if a != b]
         parts.append(f"the same parameters in another order: {_few(moved, sep='; ')}")
     return "; ".join(parts)
 
 
 def _few(items: list[str], sep: str = ", ") -> str:
-    shown = sep.join(items[:_SHOWN])
+    listed = sep.join(shorten(item, 200) for item in items[:_SHOWN])
     more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return f"[{shown}]{more}"
+    return f"[{listed}]{more}"
+
+
+def _keys(keys: Any, *, quote: bool = False) -> str:
+    """State keys from a saved file, as a message lists them (few, each shortened)."""
+    keys = list(keys)
+    listed = ", ".join((shown(k) if quote else shorten(str(k))) for k in keys[:_SHOWN])
+    return listed + (f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
 
 
 def _outside_stacklevel() -> int:
