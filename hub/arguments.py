@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import OptimArgsError, OptimArgsTypeError, closest
+from .errors import OptimArgsError, OptimArgsTypeError, closest, shown
 from .role_types import WEIGHT_DECAY_POLICIES
 
 __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
@@ -113,26 +113,26 @@ def resolve_warmup_steps(
         return 0
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real):
         raise OptimArgsTypeError(
-            f"{warmup_name}={warmup!r} ({type(warmup).__name__}) is not a number: give a whole "
-            f"number of steps (e.g. 100) or a ratio of {total_name} in (0, 1) (e.g. 0.05)"
+            f"{warmup_name}={shown(warmup)} ({type(warmup).__name__}) is not a number: give a "
+            f"whole number of steps (e.g. 100) or a ratio of {total_name} in (0, 1) (e.g. 0.05)"
         )
     if not math.isfinite(warmup) or warmup < 0:
         raise OptimArgsError(
-            f"{warmup_name}={warmup!r} is not valid: a warmup is a whole number of steps >= 0 "
+            f"{warmup_name}={shown(warmup)} is not valid: a warmup is a whole number of steps >= 0 "
             f"or a ratio of {total_name} in (0, 1)"
         )
     if warmup == 0 or warmup >= 1:
         if warmup != int(warmup):
             raise OptimArgsError(
-                f"{warmup_name}={warmup!r} is neither a whole number of steps nor a ratio below "
-                f"1: give {math.floor(warmup)} or {math.ceil(warmup)} steps, or a ratio of "
+                f"{warmup_name}={shown(warmup)} is neither a whole number of steps nor a ratio "
+                f"below 1: give {math.floor(warmup)} or {math.ceil(warmup)} steps, or a ratio of "
                 f"{total_name} such as 0.05"
             )
         return int(warmup)
     if total is None:
         raise OptimArgsError(
-            f"{warmup_name}={warmup!r} is a ratio of the training length, but {total_name} was "
-            f"not given: pass {total_name} (the total number of optimizer steps), or give "
+            f"{warmup_name}={shown(warmup)} is a ratio of the training length, but {total_name} "
+            f"was not given: pass {total_name} (the total number of optimizer steps), or give "
             "the warmup as a whole number of steps"
         )
     return math.ceil(total * warmup)
@@ -153,7 +153,7 @@ def _read(args: Any) -> tuple[dict[str, Any], set[str]]:
     if isinstance(args, (str, bytes, int, float, Sequence)):
         raise OptimArgsTypeError(
             f"args must be None, a dict, optimhub.OptimizerArguments or a "
-            f"TrainingArguments-like object; got {type(args).__name__} {args!r}"
+            f"TrainingArguments-like object; got {type(args).__name__} {shown(args)}"
         )
     # TrainingArguments-like: read the fields it has, by attribute; keep our defaults else.
     values = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
@@ -189,7 +189,7 @@ def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
             near = closest(str(key), valid)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise OptimArgsError(
-                f"unknown {source} {key!r}.{hint} Valid: {', '.join(valid)}. "
+                f"unknown {source} {shown(key)}.{hint} Valid: {', '.join(valid)}. "
                 "Options of one optimizer go in optim_args (see `optimhub info NAME`)."
             )
     return result
@@ -198,7 +198,7 @@ def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
 def _split_betas(value: Any) -> dict[str, Any]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise OptimArgsTypeError(
-            f"betas must be a pair like (0.9, 0.999), got {value!r}; optimizers with three "
+            f"betas must be a pair like (0.9, 0.999), got {shown(value)}; optimizers with three "
             "betas take the third through optim_args"
         )
     return {"adam_beta1": value[0], "adam_beta2": value[1]}
@@ -213,9 +213,9 @@ def _validate(args: OptimizerArguments) -> None:
     _number("adam_epsilon", args.adam_epsilon, low=0.0, low_open=True)
     _number("warmup_steps", args.warmup_steps, low=0.0)
     if not isinstance(args.layerwise, bool):
-        raise OptimArgsTypeError(f"layerwise must be True or False, got {args.layerwise!r}")
+        raise OptimArgsTypeError(f"layerwise must be True or False, got {shown(args.layerwise)}")
     if isinstance(args.max_steps, bool) or not isinstance(args.max_steps, int):
-        raise OptimArgsTypeError(f"max_steps must be an int, got {args.max_steps!r}")
+        raise OptimArgsTypeError(f"max_steps must be an int, got {shown(args.max_steps)}")
     if args.weight_decay_policy not in WEIGHT_DECAY_POLICIES:
         near = closest(str(args.weight_decay_policy), WEIGHT_DECAY_POLICIES)
         hint = f" Did you mean {near[0]!r}?" if near else ""
@@ -233,7 +233,7 @@ def _validate(args: OptimizerArguments) -> None:
     if not isinstance(args.optim_args, (str, Mapping, type(None))):
         raise OptimArgsTypeError(
             f"optim_args must be a string like 'rank=1,scale=128' or a dict, "
-            f"got {type(args.optim_args).__name__} {args.optim_args!r}"
+            f"got {type(args.optim_args).__name__} {shown(args.optim_args)}"
         )
 
 
@@ -242,11 +242,11 @@ def _number(name: str, value: Any, *, low: float, high: float | None = None,
     """Finite real number in [low, high) (or (low, high) with low_open)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptimArgsTypeError(
-            f"{name} must be a number, got {type(value).__name__} {value!r}"
+            f"{name} must be a number, got {type(value).__name__} {shown(value)}"
         )
     if not math.isfinite(value):
-        raise OptimArgsError(f"{name} must be finite, got {value!r}")
+        raise OptimArgsError(f"{name} must be finite, got {shown(value)}")
     too_low = value <= low if low_open else value < low
     if too_low or (high is not None and value >= high):
         interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g})'}"
-        raise OptimArgsError(f"{name} must be in {interval}, got {value!r}")
+        raise OptimArgsError(f"{name} must be in {interval}, got {shown(value)}")

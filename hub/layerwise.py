@@ -23,7 +23,7 @@ import torch
 
 from .backends import build_lock
 from .checkpoint import check_state, stamp_state
-from .errors import CapabilityError, CheckpointError
+from .errors import CapabilityError, CheckpointError, shorten, shown
 
 __all__ = ["OWNED_PARAMETERS", "LayerwiseOptimizer"]
 
@@ -101,7 +101,8 @@ def _owned_message(name: str, owner: object) -> str:
         how = ("its backward hooks cannot be removed, so build the new optimizer on a fresh "
                "copy of the model (e.g. reloaded from its checkpoint)")
     return (
-        f"parameters such as {name!r} are stepped inside backward by a live {who}: a second "
+        f"parameters such as {shown(name)} are stepped inside backward by a live {who}: a "
+        f"second "
         f"optimizer would step them twice, or never see a gradient; {how}."
     )
 
@@ -282,5 +283,5 @@ def _assign(group: dict[str, Any], key: str, value: Any) -> None:
 def _few(names: list[str], limit: int = 5) -> str:
     if not names:
         return "none"
-    shown = ", ".join(names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
+    listed = ", ".join(shorten(name) for name in names[:limit])
+    return f"[{listed}{', ...' if len(names) > limit else ''}] ({len(names)})"

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .bounded_regex import UnsupportedPatternError, compile_bounded
-from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest
+from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest, shown
 from .role_types import WEIGHT_DECAY_POLICIES, ParameterRole, Role
 
 __all__ = [
@@ -135,7 +135,7 @@ class ParamGroupRule:
         )
         if self.lr is None and self.weight_decay is None:
             raise OptimArgsError(
-                f"param group rule for pattern {self.pattern!r} overrides nothing: give lr "
+                f"param group rule for pattern {shown(self.pattern)} overrides nothing: give lr "
                 "and/or weight_decay, e.g. {'pattern': 'lm_head', 'lr': 1e-4}."
             )
 
@@ -146,7 +146,7 @@ class ParamGroupRule:
 
     def describe(self) -> str:
         """The rule as it would be written, without the fields it leaves unset."""
-        fields = [f"pattern={self.pattern!r}"]
+        fields = [f"pattern={shown(self.pattern)}"]
         if self.lr is not None:
             fields.append(f"lr={self.lr!r}")
         if self.weight_decay is not None:
@@ -168,7 +168,7 @@ def _check_pattern(pattern: object) -> None:
     if not isinstance(pattern, str):
         raise OptimArgsTypeError(
             f"a param group rule's pattern must be a str (a regex searched in parameter "
-            f"names); got {pattern!r} ({type(pattern).__name__})."
+            f"names); got {shown(pattern)} ({type(pattern).__name__})."
         )
     if not pattern:
         raise OptimArgsError(
@@ -179,11 +179,13 @@ def _check_pattern(pattern: object) -> None:
         compile_bounded(pattern)
     except re.error as exc:
         raise OptimArgsError(
-            f"param group rule pattern {pattern!r} is not a valid regular expression ({exc})."
+            f"param group rule pattern {shown(pattern)} is not a valid regular expression "
+            f"({exc})."
         ) from exc
     except UnsupportedPatternError as exc:
         raise OptimArgsError(
-            f"param group rule pattern {pattern!r} cannot be matched in bounded time: {exc}."
+            f"param group rule pattern {shown(pattern)} cannot be matched in bounded time: "
+            f"{exc}."
         ) from None
 
 
@@ -196,14 +198,15 @@ def _check_number(key: str, value: object, *, allow_zero: bool) -> float | None:
         if isinstance(value, str):
             yaml_hint = " (YAML 1.1 reads 1e-4 without a dot as a string: write 1.0e-4)"
         raise OptimArgsTypeError(
-            f"param group rule {key} must be a number; got {value!r} "
+            f"param group rule {key} must be a number; got {shown(value)} "
             f"({type(value).__name__}){yaml_hint}."
         )
     number = float(value)
     bound_ok = number >= 0.0 if allow_zero else number > 0.0
     if not math.isfinite(number) or not bound_ok:
         need = ">= 0" if allow_zero else "> 0"
-        raise OptimArgsError(f"param group rule {key} must be finite and {need}; got {value!r}.")
+        raise OptimArgsError(
+            f"param group rule {key} must be finite and {need}; got {shown(value)}.")
     return number
 
 
@@ -216,7 +219,7 @@ def parse_rules(
         return ()
     if isinstance(rules, (str, bytes, Mapping, ParamGroupRule)) or not isinstance(rules, Sequence):
         raise OptimArgsTypeError(
-            f"param group rules must be a list of rules; got {rules!r} "
+            f"param group rules must be a list of rules; got {shown(rules)} "
             f"({type(rules).__name__}). Wrap a single rule in a list: [{{'pattern': ..., "
             "'lr': ...}]."
         )
@@ -234,7 +237,7 @@ def _parse_rule(index: int, raw: object) -> ParamGroupRule:
             f"got {type(raw).__name__}."
         )
     except OptimArgsError as exc:
-        raise type(exc)(f"param group rule #{index} {raw!r}: {exc}") from None
+        raise type(exc)(f"param group rule #{index} {shown(raw)}: {exc}") from None
 
 
 def _rule_fields(raw: Mapping[Any, object]) -> dict[str, Any]:
@@ -245,7 +248,8 @@ def _rule_fields(raw: Mapping[Any, object]) -> dict[str, Any]:
         if guess is None and isinstance(key, str):
             guess = next(iter(closest(key, _RULE_KEYS, n=1)), None)
         hint = f" Did you mean {guess!r}?" if guess else ""
-        raise OptimArgsError(f"unknown key {key!r}; valid keys are {', '.join(_RULE_KEYS)}.{hint}")
+        raise OptimArgsError(
+            f"unknown key {shown(key)}; valid keys are {', '.join(_RULE_KEYS)}.{hint}")
     if "pattern" not in raw:
         raise OptimArgsError("missing 'pattern' (the regex searched in parameter names).")
     return dict(raw)
@@ -338,7 +342,7 @@ def _trainable(
         name, param = _unpack(entry)
         if name in seen_names:
             raise OptimArgsError(
-                f"two parameters are both named {name!r}: names identify parameters for "
+                f"two parameters are both named {shown(name)}: names identify parameters for "
                 "decay, targets and rules, so each must be unique."
             )
         seen_names.add(name)
@@ -346,8 +350,8 @@ def _trainable(
             continue
         if id(param) in seen_ids:
             raise OptimArgsError(
-                f"parameters {seen_ids[id(param)]!r} and {name!r} are the same tensor (tied "
-                "weights?): an optimizer may hold each Parameter once. Pass "
+                f"parameters {shown(seen_ids[id(param)])} and {shown(name)} are the same tensor "
+                "(tied weights?): an optimizer may hold each Parameter once. Pass "
                 "model.named_parameters(), which lists a shared Parameter only once."
             )
         seen_ids[id(param)] = name
@@ -374,7 +378,7 @@ def _unpack(entry: object) -> tuple[str, torch.Tensor]:
     if not isinstance(name, str) or not isinstance(param, torch.Tensor):
         raise OptimArgsTypeError(
             f"named_params must hold (str, Parameter) pairs; got ({type(name).__name__}, "
-            f"{type(param).__name__}) for {name!r}."
+            f"{type(param).__name__}) for {shown(name)}."
         )
     return name, param
 
@@ -383,10 +387,11 @@ def _check_weight_decay(weight_decay: object) -> None:
     ok = isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool)
     if not ok:
         raise OptimArgsTypeError(
-            f"weight_decay must be a number; got {weight_decay!r} ({type(weight_decay).__name__})."
+            f"weight_decay must be a number; got {shown(weight_decay)} "
+            f"({type(weight_decay).__name__})."
         )
     if not math.isfinite(float(weight_decay)) or float(weight_decay) < 0.0:  # type: ignore[arg-type]
-        raise OptimArgsError(f"weight_decay must be finite and >= 0; got {weight_decay!r}.")
+        raise OptimArgsError(f"weight_decay must be finite and >= 0; got {shown(weight_decay)}.")
 
 
 def _check_target_options(options: Mapping[str, object]) -> None:
@@ -440,7 +445,7 @@ def _check_rules_match(
         raise OptimArgsError(
             f"param group rule #{index} {rule.describe()} matches no trainable parameter: "
             f"{why}. The pattern is searched (re.search) in names such as "
-            f"{', '.join(repr(n) for n in names[:5])}."
+            f"{', '.join(shown(n) for n in names[:5])}."
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import OptimArgsError, OptimArgsTypeError
+from .errors import OptimArgsError, OptimArgsTypeError, shown
 
 __all__ = ["ParameterSource"]
 
@@ -91,20 +91,20 @@ class ParameterSource:
 
 def _group_params(index: int, group: Mapping[str, Any]) -> list[Any]:
     if "params" not in group:
-        raise OptimArgsTypeError(f"param group {index} has no 'params' key: {group!r}")
+        raise OptimArgsTypeError(f"param group {index} has no 'params' key: {shown(group)}")
     params = group["params"]
     if isinstance(params, torch.Tensor):
         return [params]
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
         raise OptimArgsTypeError(
             f"param group {index}: 'params' must be a tensor or an iterable of tensors, "
-            f"got {type(params).__name__} {params!r}"
+            f"got {type(params).__name__} {shown(params)}"
         )
     params = list(params)
     for param in params:
         if not isinstance(param, torch.Tensor):
             raise OptimArgsTypeError(
-                f"param group {index}: 'params' holds a {type(param).__name__} ({param!r}); "
+                f"param group {index}: 'params' holds a {type(param).__name__} ({shown(param)}); "
                 "it must hold tensors (parameters)"
             )
     return params
@@ -119,12 +119,12 @@ def _check_group_numbers(index: int, group: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptimArgsTypeError(
                 f"param group {index}: {key} must be a number, got {type(value).__name__} "
-                f"{value!r}"
+                f"{shown(value)}"
             )
         if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
             allowed = "> 0" if key == "lr" else ">= 0"
             raise OptimArgsError(
-                f"param group {index}: {key}={value!r} is not valid; it must be a finite "
+                f"param group {index}: {key}={shown(value)} is not valid; it must be a finite "
                 f"number {allowed}"
             )
 

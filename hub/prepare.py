@@ -18,7 +18,7 @@ import torch
 
 from .arguments import OptimizerArguments, resolve_arguments
 from .backends import import_backend, is_installed
-from .errors import CapabilityError, OptimArgsError, TargetModulesError, shorten
+from .errors import CapabilityError, OptimArgsError, TargetModulesError, shorten, shown
 from .layerwise import OWNED_PARAMETERS
 from .optim_args import resolve_optim_args
 from .parameter_source import ParameterSource
@@ -115,7 +115,7 @@ def _check_leaves(source: ParameterSource) -> None:
         if param.requires_grad and not param.is_leaf:
             made_by = type(param.grad_fn).__name__ if param.grad_fn is not None else "a view"
             raise OptimArgsError(
-                f"parameter {name!r} (shape {list(param.shape)}) is not a leaf tensor: it was "
+                f"parameter {shown(name)} (shape {list(param.shape)}) is not a leaf tensor: it was "
                 f"computed from other tensors (grad_fn {made_by}, e.g. w * 2 or w[0]), so "
                 "no optimizer can update it (its gradient flows to the tensors it came from). "
                 "Pass the nn.Parameter it came from, or make a new leaf with "
@@ -132,7 +132,7 @@ def _check_parameters(
     if meta:
         raise OptimArgsError(
             f"{len(meta)} trainable parameter(s) are on the meta device (no data), e.g. "
-            f"{', '.join(repr(n) for n in meta[:3])}: an optimizer built on them steps "
+            f"{', '.join(shown(n) for n in meta[:3])}: an optimizer built on them steps "
             "nothing or fails inside the backend. Materialise the model first "
             "(model.to_empty(device=...) and load or initialise its weights)."
         )
@@ -151,7 +151,7 @@ def _check_eps_representable(eps: float, trainable: list[tuple[str, Any]]) -> No
         if torch.tensor(eps, dtype=param.dtype).item() == 0:
             smallest = torch.finfo(param.dtype).tiny
             raise OptimArgsError(
-                f"adam_epsilon={eps!r} is 0 in {param.dtype} (parameter {name!r}), so Adam "
+                f"adam_epsilon={eps!r} is 0 in {param.dtype} (parameter {shown(name)}), so Adam "
                 f"divides 0 by 0 and the weights become NaN; use adam_epsilon >= "
                 f"{smallest:.1e} (1e-6 or more is common for {param.dtype}), or train in "
                 "bfloat16 / float32"
@@ -178,7 +178,7 @@ def _check_capabilities(
         raise OptimArgsError(
             f"optimizer {spec.name!r} applies one learning rate and one weight decay to every "
             "parameter (it takes the model, not param groups), so param_group_rules cannot "
-            f"apply (got {list(arguments.param_group_rules)!r}); remove them or choose an "
+            f"apply (got {shown(list(arguments.param_group_rules))}); remove them or choose an "
             "optimizer that takes param groups"
         )
     _check_layerwise_and_ddp(spec, source, arguments)
@@ -192,7 +192,7 @@ def _check_capabilities(
         users = ", ".join(s.name for s in _specs_with(Capability.TARGET_MODULES)[:4])
         raise TargetModulesError(
             f"optimizer {spec.name!r} does not use optim_target_modules "
-            f"(got {arguments.optim_target_modules!r}); remove it, or choose an optimizer "
+            f"(got {shown(arguments.optim_target_modules)}); remove it, or choose an optimizer "
             f"that projects target layers (e.g. {users})"
         )
     _check_role_arguments(spec, source, arguments)
@@ -243,9 +243,9 @@ def _check_unusable_hyperparameters(spec: OptimizerSpec, arguments: OptimizerArg
         if not given or spec.has_hyperparameter(hyperparameter):
             continue
         if len(given) == len(fields) > 1:
-            shown = f"{hyperparameter}={tuple(getattr(arguments, f) for f in fields)!r}"
+            given_text = f"{hyperparameter}={tuple(getattr(arguments, f) for f in fields)!r}"
         else:
-            shown = ", ".join(f"{f}={getattr(arguments, f)!r}" for f in given)
+            given_text = ", ".join(f"{f}={getattr(arguments, f)!r}" for f in given)
         own = spec.args.get(hyperparameter)
         if own is not None and len(fields) == 1:
             hint = (f"; it takes its own {hyperparameter} through optim_args: "
@@ -253,7 +253,7 @@ def _check_unusable_hyperparameters(spec: OptimizerSpec, arguments: OptimizerArg
         else:
             hint = f"; its options: `optimhub info {spec.name}`"
         raise OptimArgsError(
-            f"optimizer {spec.name!r} takes no {hyperparameter}, but {shorten(shown)} was "
+            f"optimizer {spec.name!r} takes no {hyperparameter}, but {shorten(given_text)} was "
             f"given; remove it (it would be silently ignored otherwise){hint}"
         )
 

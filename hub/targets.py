@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .bounded_regex import BoundedPattern, UnsupportedPatternError, compile_bounded
-from .errors import TargetModulesError, TargetModulesTypeError
+from .errors import TargetModulesError, TargetModulesTypeError, shown
 
 __all__ = [
     "ALL_LINEAR",
@@ -209,7 +209,7 @@ def _normalize(patterns: object) -> tuple[tuple[str, ...], str]:
     """``patterns`` as a tuple of str and the mode it is matched in; raises on bad input."""
     if patterns is None or (isinstance(patterns, (list, tuple)) and not patterns):
         raise TargetModulesError(
-            f"optim_target_modules is required for a low-rank optimizer (got {patterns!r}): "
+            f"optim_target_modules is required for a low-rank optimizer (got {shown(patterns)}): "
             f"give the Linear layers whose weights get the low-rank update, e.g. {_EXAMPLE}."
         )
     if isinstance(patterns, str):
@@ -219,14 +219,14 @@ def _normalize(patterns: object) -> tuple[tuple[str, ...], str]:
     if not isinstance(patterns, (list, tuple)):
         raise TargetModulesTypeError(
             "optim_target_modules must be a str (a regex, or 'all-linear') or a list of str; "
-            f"got {patterns!r} ({type(patterns).__name__}). Example: {_EXAMPLE}."
+            f"got {shown(patterns)} ({type(patterns).__name__}). Example: {_EXAMPLE}."
         )
     for index, item in enumerate(patterns):
         if not isinstance(item, str):
             raise TargetModulesTypeError(
-                f"optim_target_modules[{index}] is {item!r} ({type(item).__name__}); every "
+                f"optim_target_modules[{index}] is {shown(item)} ({type(item).__name__}); every "
                 f"item must be a str (a module name, a substring of one, or a regex). "
-                f"Got optim_target_modules={patterns!r}."
+                f"Got optim_target_modules={shown(patterns)}."
             )
         _check_not_empty(item, where=f"optim_target_modules[{index}]")
     return tuple(patterns), _MODE_LIST
@@ -262,12 +262,12 @@ def _compile(items: tuple[str, ...], mode: str) -> tuple[BoundedPattern, ...]:
             compiled.append(compile_bounded(item))
         except re.error as exc:
             raise TargetModulesError(
-                f"optim_target_modules pattern {item!r} is not a valid regular expression "
+                f"optim_target_modules pattern {shown(item)} is not a valid regular expression "
                 f"({exc}). Escape special characters (re.escape) or use a plain module name."
             ) from exc
         except UnsupportedPatternError as exc:
             raise TargetModulesError(
-                f"optim_target_modules pattern {item!r} cannot be matched in bounded time: "
+                f"optim_target_modules pattern {shown(item)} cannot be matched in bounded time: "
                 f"{exc}."
             ) from None
     return tuple(compiled)
@@ -403,9 +403,9 @@ def _hints(model: nn.Module, selection: TargetSelection) -> list[str]:
         found = [n for n, _ in _linear_modules(model) if _searches(pattern, n)]
         if found:
             hints.append(
-                f"A str pattern must match a whole module name (re.fullmatch): {pattern!r} "
-                f"occurs inside {found[0]!r} but does not match all of it; write "
-                f"{'.*' + pattern + '.*'!r}, or the list [{pattern!r}]."
+                f"A str pattern must match a whole module name (re.fullmatch): "
+                f"{shown(pattern)} occurs inside {found[0]!r} but does not match all of it; "
+                f"write {shown('.*' + pattern + '.*')}, or the list [{shown(pattern)}]."
             )
     return hints
 
@@ -415,4 +415,5 @@ def _searches(pattern: str, name: str) -> bool:
 
 
 def _show_patterns(patterns: tuple[str, ...], mode: str) -> str:
-    return repr(patterns[0]) if mode != _MODE_LIST else repr(list(patterns))
+    """As a message quotes them: shortened like every echoed value."""
+    return shown(patterns[0]) if mode != _MODE_LIST else shown(list(patterns))

@@ -471,3 +471,233 @@ def test_targets_still_match_as_hugging_face_does() -> None:
                                     ).parameter_names == (
         f"{prefix}.attention_query_projection_layer.weight",
         f"{prefix}.feed_forward_up_projection_layer.weight")
+
+
+# ====================== 8. a stamped state gutted of a per-parameter entry is refused
+#: One name per way the check is wired (torch's pre-hook, bitsandbytes' own loader,
+#: GaLore's packed projectors, the layerwise optimizer), plus a schedule-free one.
+GUTTED = {
+    "adamw_torch": {},
+    "adamw_bnb_8bit": {},
+    "galore_adamw": {"optim_args": {"rank": 2}, "optim_target_modules": [r".*attn.*"]},
+    "schedule_free_adamw": {},
+    "adamw_torch+layerwise": {"layerwise": True},
+}
+
+
+def _trained_optimizer(key: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    from conftest import lm_batch, lm_loss
+
+    from optimhub.backends import is_installed
+
+    name = key.partition("+")[0]
+    if not is_installed(optimhub.get_spec(name)):
+        pytest.skip(f"{name}'s backend is not installed")
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer(name, model, lr=1e-2, **GUTTED[key])
+    if optimhub.get_spec(name).has("schedule_free"):
+        optimizer.train()
+    lm_loss(model, lm_batch()).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return model, optimizer
+
+
+def _entries(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each parameter's state entry by the name the stamp gives it."""
+    if state.get("layerwise"):
+        return {name: inner["state"][0] for name, inner in state["inner"].items()
+                if inner["state"]}
+    names = [name for name, _ in state["optimhub"]["params"]]
+    return {names[index]: entry for index, entry in state["state"].items()}
+
+
+def _through_disk(state: dict[str, Any]) -> dict[str, Any]:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _first_tensor_entry(state: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """A parameter's entry and a key of it that holds a tensor (or a backend's packed
+    dict of tensors, as bitsandbytes saves them)."""
+    for name, entry in _entries(state).items():
+        for key, value in entry.items():
+            if (isinstance(value, torch.Tensor) and value.dim() > 0) or isinstance(value, dict):
+                return name, key, entry
+    raise AssertionError("no per-parameter tensor in the state")
+
+
+@pytest.mark.parametrize("key", list(GUTTED))
+def test_a_state_without_a_required_entry_is_refused_naming_parameter_and_key(key: str) -> None:
+    """Before the fix the gutted state loaded and the first step() died with torch's
+    KeyError: 'exp_avg_sq' (adamw_torch, plain and layerwise)."""
+    from optimhub.errors import CheckpointError
+
+    _, optimizer = _trained_optimizer(key)
+    state = _through_disk(optimizer.state_dict())
+    name, removed, entry = _first_tensor_entry(state)
+    del entry[removed]
+    _, fresh = _trained_optimizer(key)
+    before = _through_disk(fresh.state_dict())
+    with pytest.raises(CheckpointError) as raised:
+        fresh.load_state_dict(state)
+    message = str(raised.value)
+    assert repr(name) in message and repr(removed) in message
+    after = fresh.state_dict()
+    for param, entry in _entries(before).items():  # the refusal loaded nothing
+        for state_key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, _entries(after)[param][state_key].cpu())
+    if key.endswith("layerwise"):
+        fresh.close()
+        optimizer.close()
+
+
+@pytest.mark.parametrize("damage", ["drop-entry", "reshape", "add-key"])
+def test_a_dropped_entry_a_reshaped_tensor_or_an_added_key_are_refused(damage: str) -> None:
+    from optimhub.errors import CheckpointError
+
+    _, optimizer = _trained_optimizer("adamw_torch")
+    state = _through_disk(optimizer.state_dict())
+    if damage == "drop-entry":
+        del state["state"][0]
+        says = "has no state, saved with step, exp_avg, exp_avg_sq"
+    elif damage == "reshape":
+        state["state"][0]["exp_avg"] = torch.zeros(1)
+        says = r"'exp_avg' is \[1\], saved \[32, 16\]"
+    else:
+        state["state"][0]["extra"] = torch.zeros(1)
+        says = "has 'extra', saved without"
+    first = state["optimhub"]["params"][0][0]
+    with pytest.raises(CheckpointError, match=says) as raised:
+        _trained_optimizer("adamw_torch")[1].load_state_dict(state)
+    assert repr(first) in str(raised.value)
+
+
+def test_an_untouched_state_and_an_older_stamp_still_load() -> None:
+    _, optimizer = _trained_optimizer("adamw_torch")
+    state = _through_disk(optimizer.state_dict())
+    assert state["optimhub"]["state"]["lm_head.weight"] == {
+        "step": [], "exp_avg": [32, 16], "exp_avg_sq": [32, 16]}
+    _trained_optimizer("adamw_torch")[1].load_state_dict(state)
+    del state["optimhub"]["state"]  # as optimhub 0.1 stamped it: checked without entries
+    _trained_optimizer("adamw_torch")[1].load_state_dict(state)
+
+
+# ============================ 7. every echoed value is shortened, from every entry point
+MEGA = "x" * 1_000_000
+#: What a message may be at most, as the bad-input battery says (its longest real one, the
+#: "selected no weight" table, stays well below).
+MAX_MESSAGE = 2_500
+
+
+def _galore(**kwargs: Any) -> Callable[[], Any]:
+    return lambda: optimhub.create_optimizer("galore_adamw", make_tiny_lm(), **kwargs)
+
+
+def _adamw(*args: Any, **kwargs: Any) -> Callable[[], Any]:
+    return lambda: optimhub.create_optimizer("adamw_torch", make_tiny_lm(), *args, **kwargs)
+
+
+def _drive(**kwargs: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        optimizer = optimhub.create_optimizer("adamw_torch", make_tiny_lm(), lr=1e-3)
+        return optimhub.drive(optimizer, **kwargs)
+
+    return call
+
+
+def _scheduler(*args: Any, **kwargs: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        optimizer = optimhub.create_optimizer("adamw_torch", make_tiny_lm(), lr=1e-3)
+        return optimhub.create_scheduler("linear", optimizer, *args, **kwargs)
+
+    return call
+
+
+ECHOES: dict[str, Callable[[], Any]] = {
+    # create_optimizer: the arguments
+    "args-str": _adamw(MEGA),
+    "args-dict-unknown-key": _adamw({MEGA: 1}),
+    "args-dict-value": _adamw({"learning_rate": MEGA}),
+    "keyword-lr": _adamw(lr=MEGA),
+    "keyword-betas": _adamw(betas=(MEGA, 0.9)),
+    "keyword-betas-not-a-pair": _adamw(betas=MEGA),
+    "warmup-steps": _adamw(warmup_steps=MEGA),
+    "max-steps": _adamw(max_steps=MEGA),
+    "layerwise": _adamw(layerwise=MEGA),
+    "betas-for-sgd": lambda: optimhub.create_optimizer("sgd", make_tiny_lm(),
+                                                       betas=(0.5, 0.5), eps=1e-3),
+    # optim_args given as a dict, and as text
+    "optim-args-dict-unknown-key": _adamw(optim_args={MEGA: 1}),
+    "optim-args-dict-choice": _galore(optim_target_modules=["attn"],
+                                      optim_args={"proj_type": MEGA}),
+    "optim-args-dict-number": _galore(optim_target_modules=["attn"], optim_args={"rank": MEGA}),
+    "optim-args-dict-tuple": _adamw(optim_args={"foreach": (MEGA,)}),
+    "optim-args-list": _adamw(optim_args=[MEGA]),
+    "optim-args-text": _adamw(optim_args=MEGA),
+    # optim_target_modules and param-group rules
+    "targets-for-adamw": _adamw(optim_target_modules=MEGA),
+    "targets-str": _galore(optim_target_modules=MEGA),
+    "targets-list": _galore(optim_target_modules=[MEGA, "attn"][:1]),
+    "targets-list-item-type": _galore(optim_target_modules=[1, MEGA]),
+    "targets-bad-regex": _galore(optim_target_modules=["(" + MEGA]),
+    "targets-type": _galore(optim_target_modules={MEGA: 1}),
+    "rule-pattern": _adamw(param_group_rules=[{"pattern": MEGA, "lr": 1e-3}]),
+    "rule-bad-regex": _adamw(param_group_rules=[{"pattern": "(" + MEGA, "lr": 1e-3}]),
+    "rule-lr": _adamw(param_group_rules=[{"pattern": "lm_head", "lr": MEGA}]),
+    "rule-unknown-key": _adamw(param_group_rules=[{"pattern": "lm_head", MEGA: 1}]),
+    "rules-type": _adamw(param_group_rules=MEGA),
+    # the parameters
+    "named-non-leaf": lambda: optimhub.create_optimizer(
+        "adamw_torch", [(MEGA, torch.nn.Parameter(torch.ones(2)) * 2)]),
+    "named-twice": lambda: optimhub.create_optimizer(
+        "adamw_torch", [(MEGA, torch.nn.Parameter(torch.ones(2)))] * 2),
+    "group-lr": lambda: optimhub.create_optimizer(
+        "adamw_torch", [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": MEGA}]),
+    "group-without-params": lambda: optimhub.create_optimizer("adamw_torch", [{"lr": MEGA}]),
+    "group-params-type": lambda: optimhub.create_optimizer("adamw_torch", [{"params": MEGA}]),
+    "group-params-item": lambda: optimhub.create_optimizer("adamw_torch",
+                                                           [{"params": [MEGA]}]),
+    # estimate, drive, create_scheduler
+    "estimate-keyword": lambda: optimhub.estimate("adamw_torch", make_tiny_lm(), lr=MEGA),
+    "estimate-optim-args": lambda: optimhub.estimate("adamw_torch", make_tiny_lm(),
+                                                     optim_args={MEGA: 1}),
+    "drive-scheduler": _drive(scheduler=MEGA),
+    "drive-closure": _drive(closure=MEGA),
+    "drive-model": _drive(model=MEGA),
+    "drive-max-grad-norm": _drive(max_grad_norm=MEGA),
+    "drive-accumulation": _drive(gradient_accumulation_steps=MEGA),
+    "scheduler-warmup": _scheduler(num_warmup_steps=MEGA, num_training_steps=10),
+    "scheduler-name": lambda: optimhub.create_scheduler(
+        MEGA, optimhub.create_optimizer("adamw_torch", make_tiny_lm())),
+    "scheduler-option": _scheduler(num_training_steps=10, lr_end=MEGA),
+}
+
+
+@pytest.mark.parametrize("entry", list(ECHOES))
+def test_a_megabyte_value_is_echoed_shortened(entry: str) -> None:
+    """Before the fix, values given as a dict (and many other echoes) were quoted whole:
+    a 1 MB value gave a 1 MB message."""
+    with pytest.raises(optimhub.OptimHubError) as raised:
+        ECHOES[entry]()
+    message = str(raised.value)
+    assert len(message) <= MAX_MESSAGE, f"a {len(message):,}-character message"
+    assert "xxxxxxxxxx" in message or "characters" in message or "x" not in message
+
+
+def test_the_backstop_cuts_any_longer_message_in_the_middle() -> None:
+    """A module that still quotes a value whole (create_scheduler's name, above) is bounded
+    by the error class itself, keeping what was wrong (the start) and the fix (the end)."""
+    from optimhub.errors import MAX_MESSAGE_LENGTH, OptimArgsError
+
+    error = OptimArgsError(f"the value {MEGA} is wrong; use 1 instead")
+    message = str(error)
+    assert len(message) <= MAX_MESSAGE_LENGTH
+    assert message.startswith("the value xxx") and message.endswith("; use 1 instead")
+    assert "characters cut" in message
+    assert str(OptimArgsError("short")) == "short"
