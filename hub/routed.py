@@ -41,12 +41,17 @@ ROUTED_KEY = "routed"
 @dataclass(frozen=True)
 class BuiltRoute:
     """One route's optimizer: its label, the spec of its optimizer, the backend object and
-    the names of the parameters it steps (``id(parameter) -> name``)."""
+    the parameters it steps with their names (pairs, so that a deep copy keeps them)."""
 
     label: str
     spec: OptimizerSpec
     optimizer: torch.optim.Optimizer
-    names: Mapping[int, str]
+    named: tuple[tuple[torch.Tensor, str], ...]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """``id(parameter) -> name``."""
+        return {id(p): n for p, n in self.named}
 
     def parameter_names(self) -> list[str]:
         """Names in the optimizer's own parameter order (what torch indexes state by)."""
@@ -66,8 +71,8 @@ def build_routed(plan: Any, build_one: Callable[[Any], tuple[torch.optim.Optimiz
                 optimizer, request = build_one(route.prepared)
             except OptimHubError as exc:
                 raise _in_route(exc, route) from exc
-            names = {id(p): n for n, p in request.named_parameters().items()}
-            built.append(BuiltRoute(route.label, route.spec, optimizer, names))
+            named = tuple((p, n) for n, p in request.named_parameters().items())
+            built.append(BuiltRoute(route.label, route.spec, optimizer, named))
     except BaseException:
         for route in built:
             if isinstance(route.optimizer, LayerwiseOptimizer):
@@ -100,10 +105,7 @@ class RoutedOptimizer(torch.optim.Optimizer):
             raise CapabilityError("a routed optimizer needs at least one route")
         self._routes = tuple(routes)
         self._ready = False
-        self._owner: dict[int, BuiltRoute] = {
-            id(p): route for route in self._routes
-            for g in route.optimizer.param_groups for p in g["params"]
-        }
+        self._owner = self._owners()
         # torch's constructor sets up the hook tables; the groups and state stay the routes'.
         super().__init__([p for r in self._routes for g in r.optimizer.param_groups
                           for p in g["params"]], dict(defaults))
@@ -133,6 +135,17 @@ class RoutedOptimizer(torch.optim.Optimizer):
     def state(self, value: Any) -> None:
         if getattr(self, "_ready", True):
             raise CapabilityError("the state of a routed optimizer is its routes' state")
+
+    def _owners(self) -> dict[int, BuiltRoute]:
+        return {id(p): route for route in self._routes for p, _ in route.named}
+
+    def __getstate__(self) -> dict[str, Any]:  # type: ignore[override]
+        """Everything it holds (torch's version keeps only its own groups and state)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        self.__dict__.update(state)
+        self._owner = self._owners()  # a copy's parameters are other objects
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if self._ready:
@@ -203,7 +216,7 @@ class RoutedOptimizer(torch.optim.Optimizer):
         return iter(self.routes.items())
 
     def __repr__(self) -> str:
-        parts = [f"{r.label}: {type(r.optimizer).__name__} ({len(r.names)} tensors)"
+        parts = [f"{r.label}: {type(r.optimizer).__name__} ({len(r.named)} tensors)"
                  for r in self._routes]
         return f"RoutedOptimizer({'; '.join(parts)})"
 

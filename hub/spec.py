@@ -308,6 +308,12 @@ class OptimizerSpec:
         object.__setattr__(self, "without_cuda", _frozen_mapping(self.without_cuda))
         object.__setattr__(self, "routes", tuple(self.routes))
 
+    def __copy__(self) -> OptimizerSpec:
+        return self  # frozen: a copy (of an optimizer that refers to it) shares it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OptimizerSpec:
+        return self
+
     def has(self, capability: Capability | str) -> bool:
         """Whether this optimizer has ``capability`` (a member or its string value)."""
         return Capability(capability) in self.capabilities

@@ -168,6 +168,17 @@ def test_param_groups_are_the_route_optimizers_own_group_dicts(tiny_lm):
         optimizer.param_groups = []
 
 
+def test_a_deep_copy_is_a_routed_optimizer_of_its_own(tiny_lm):
+    model = copy.deepcopy(tiny_lm)
+    optimizer = optimhub.create_optimizer("muon", model, lr=1e-2)
+    step(model, optimizer, 0)
+    twin_model, twin = copy.deepcopy((model, optimizer))
+    assert twin.routes["muon"] is not optimizer.routes["muon"]
+    step(model, optimizer, 1)
+    step(twin_model, twin, 1)
+    assert same_weights(model, twin_model) == []
+
+
 def test_state_is_a_view_of_the_routes_states(tiny_lm):
     optimizer = optimhub.create_optimizer("muon", tiny_lm, lr=1e-2)
     assert len(optimizer.state) == 0

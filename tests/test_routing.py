@@ -194,6 +194,20 @@ def test_routed_presets_send_their_options_to_their_routes(tiny_lm):
         "muon")
 
 
+def test_muon_fallback_hyperparameters_and_the_shared_ones(tiny_lm):
+    optimizer = optimhub.create_optimizer(
+        "muon", tiny_lm, {"learning_rate": 1e-3, "weight_decay": 0.1, "adam_beta1": 0.8,
+                          "adam_epsilon": 1e-6},
+        optim_args="fallback_betas=(0.9,0.95),fallback_weight_decay=0.01,nesterov=false,"
+        "ns_coefficients=(3.0,-4.0,2.0),eps=1e-6")
+    muon, = optimizer.routes["muon"].param_groups
+    assert (muon["lr"], muon["weight_decay"], muon["nesterov"], muon["ns_coefficients"],
+            muon["eps"]) == (1e-3, 0.1, False, (3.0, -4.0, 2.0), 1e-6)
+    fallback = optimizer.routes["fallback"].param_groups
+    assert {(g["lr"], g["betas"], g["eps"]) for g in fallback} == {(1e-3, (0.9, 0.95), 1e-6)}
+    assert sorted(g["weight_decay"] for g in fallback) == [0.0, 0.01]  # HF's split
+
+
 @pytest.mark.parametrize(("call", "error", "message"), [
     (dict(name="muon", optim_args="momentun=0.9"), OptimArgsError, "Did you mean 'momentum'"),
     (dict(name="muon", optim_args="fallback=muon_torch"), RoutingError,
