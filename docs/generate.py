@@ -68,15 +68,6 @@ LOOP_DUTIES: dict[Capability, str] = {
         "(`CapabilityError` from `optimhub.drive`), no DDP. Call `optimizer.close()` (or use "
         "`with optimizer:`) to remove the backward hooks when done."
     ),
-    Capability.SINGLE_GROUP: (
-        "Nothing in the loop. One learning rate and one weight decay apply to every "
-        "parameter: `param_group_rules` are refused (`OptimArgsError`) before building."
-    ),
-    Capability.MATRIX_ONLY: (
-        "Nothing in the loop. It updates only hidden 2-D weight matrices: the embeddings, the "
-        "output head, norms, biases and scalars go to a fallback optimizer through a routed "
-        "optimizer (see the user guide's Routing section)."
-    ),
     Capability.LAYERWISE_CAPABLE: (
         "Nothing by default. With `layerwise=True` the hub builds one optimizer per "
         "parameter, stepped inside backward, and the `layerwise` rules apply."
