@@ -27,7 +27,7 @@ _WIDTH = 88
 def python_snippet(spec: OptimizerSpec) -> str:
     """``optimhub.create_optimizer`` with what the spec needs, and ``optimhub.drive`` when
     the loop must do something special."""
-    items = [f'"{spec.name}"', "model", "lr=1e-3", *_option_items(spec)]
+    items = [_name(spec), "model", "lr=1e-3", *_option_items(spec)]
     lines = ["import optimhub", _call("optimizer = optimhub.create_optimizer", items)]
     special = (spec.has(Capability.FUSED_BACKWARD) or spec.has(Capability.SCHEDULE_FREE)
                or spec.runs_layerwise())
@@ -48,7 +48,7 @@ def trainer_snippet(spec: OptimizerSpec) -> str | None:
         "from optimhub.integrations.transformers import OptimHubTrainer",
         _call("args = TrainingArguments", _training_arguments(spec)),
         _call("trainer = OptimHubTrainer",
-              ["model=model", "args=args", f'optim="{spec.name}"', "train_dataset=data"]),
+              ["model=model", "args=args", f"optim={_name(spec)}", "train_dataset=data"]),
     ])
 
 
@@ -62,8 +62,16 @@ def stock_trainer_snippet(spec: OptimizerSpec) -> str | None:
         _call("args = TrainingArguments", _training_arguments(spec)),
         _call("trainer = Trainer",
               ["model=model", "args=args", "train_dataset=data",
-               f'optimizer_cls_and_kwargs=hub_optimizer("{spec.name}", args)']),
+               f"optimizer_cls_and_kwargs=hub_optimizer({_name(spec)}, args)"]),
     ])
+
+
+def _name(spec: OptimizerSpec) -> str:
+    """The name to write, quoted: a ``matrix_only`` optimizer (the Muon family) is written in
+    its routed form, matrices to it and the rest to AdamW, as it must run on a whole model."""
+    if spec.has(Capability.MATRIX_ONLY):
+        return f'"matrix, conv -> {spec.name}; * -> adamw_torch"'
+    return f'"{spec.name}"'
 
 
 def _training_arguments(spec: OptimizerSpec) -> list[str]:

@@ -85,7 +85,8 @@ def test_derived_names_state_less_than_they_resolve_to():
                  and "= {" in line and ("type =" in line or "default =" in line
                                         or "doc =" in line))
     resolved = sum(len(spec.args) for spec in load_catalog().values())
-    assert stated <= 80 < 135 <= resolved
+    # 0.1 stated all 135 of its options; inheritance states well under two thirds
+    assert resolved >= 135 and stated * 1.5 < resolved
 
 
 HEADER = """

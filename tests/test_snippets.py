@@ -87,7 +87,10 @@ def test_every_snippet_builds_the_name_or_is_refused_with_the_reason(name, tmp_p
             warnings.simplefilter("always")
             if state.action == "run":
                 optimizer = built(kind, run_snippet(code))
-                assert optimhub.spec_of(optimizer).name == name, (kind, code)
+                if spec.has("matrix_only"):  # written in its routed form
+                    assert name in optimizer.routes, (kind, code)
+                else:
+                    assert optimhub.spec_of(optimizer).name == name, (kind, code)
                 ran += 1
             else:
                 expected = MissingBackendError if state.action == "missing" else (
