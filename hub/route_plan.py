@@ -236,10 +236,11 @@ def _check_targets_used(route_set: RouteSet, top: OptimizerArguments) -> None:
     if top.optim_target_modules in (None, [], ()):
         return
     if not any(r.spec.has(Capability.TARGET_MODULES) for r in route_set.routes):
+        users = [e.spec.name for e in get_registry() if e.spec.has(Capability.TARGET_MODULES)]
         raise TargetModulesError(
             f"optim_target_modules={top.optim_target_modules!r} was given, but no route's "
-            "optimizer uses target modules (low-rank optimizers such as galore_adamw do); "
-            "remove it"
+            f"optimizer uses target modules (low-rank optimizers such as "
+            f"{', '.join(users[:3])} do); remove it"
         )
 
 
