@@ -48,8 +48,8 @@ class _TensorSet:
 OWNED_PARAMETERS = _TensorSet()
 
 #: Group keys copied from the outer group into the inner optimizers before each step:
-#: what LR schedulers change.
-SYNCED_KEYS = ("lr",)
+#: what LR schedulers and weight-decay schedulers change (a key the group lacks is skipped).
+SYNCED_KEYS = ("lr", "weight_decay")
 
 
 class LayerwiseOptimizer(torch.optim.Optimizer):
@@ -92,7 +92,8 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
             outer = self._group_of[name]
             for group in inner.param_groups:
                 for key in SYNCED_KEYS:
-                    _assign(group, key, outer[key])
+                    if key in outer:
+                        _assign(group, key, outer[key])
             inner.step()
             inner.zero_grad(set_to_none=True)
 

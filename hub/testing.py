@@ -26,6 +26,9 @@ The checks, each named in the report and in a failure's message:
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
   ``target_modules``): the claim is true of the object the hub builds (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
+- ``weight_decay_changes``: for specs that take weight decay, a change of every param
+  group's ``weight_decay`` between two steps changes the update, as weight-decay schedules
+  need; a spec that declares ``static_weight_decay`` must show the opposite;
 - ``declared_memory``: a spec's ``state_bytes_per_param`` matches :func:`state_bytes`
   (where it does not depend on tensor sizes: not for low-bit or low-rank specs);
 - ``missing_backend``: with the backend made unimportable, ``create_optimizer`` raises
@@ -525,6 +528,7 @@ class _Checks:
             (self.fused_backward, True, has(Capability.FUSED_BACKWARD)),
             (self.layerwise_capable, False, has(Capability.LAYERWISE_CAPABLE)),
             (self.low_rank, True, has(Capability.LOW_RANK)),
+            (self.weight_decay_changes, False, self.spec.has_hyperparameter("weight_decay")),
             (self.declared_memory, True, self._memory_is_size_independent()),
             (self.needs_model, False, has(Capability.NEEDS_MODEL)),
             (self.target_modules, False, has(Capability.TARGET_MODULES)),
@@ -708,6 +712,47 @@ class _Checks:
                 f"not less than dense AdamW's {dense:.3f} on the same model"
             )
         return f"{measured:.3f} bytes/param < dense AdamW {dense:.3f}"
+
+    def weight_decay_changes(self) -> str:
+        """Two runs from the same seed, one with every group's weight decay raised by 0.1
+        before its last two steps: honoured (the default) means they differ; a spec that
+        declares ``static_weight_decay`` means they are identical."""
+        changed_at = self.config.steps - 2  # late: some backends skip their first updates
+        plain, changed = self._weight_decay_probe(None), self._weight_decay_probe(changed_at)
+        same = all(torch.equal(a, b) for a, b in zip(plain, changed, strict=True))
+        where = f"before step {changed_at + 1} of {self.config.steps}"
+        if self.spec.has(Capability.STATIC_WEIGHT_DECAY):
+            if not same:
+                raise _CheckFailed(
+                    f"the spec declares {Capability.STATIC_WEIGHT_DECAY.value}, but raising "
+                    f"group['weight_decay'] {where} changed the update: drop the capability "
+                    "(weight-decay schedules would work)"
+                )
+            return f"a change {where} is ignored, as declared"
+        if same:
+            raise _CheckFailed(
+                f"raising every param group's weight_decay by 0.1 {where} changed nothing: "
+                "the backend reads its weight decay once, so a weight-decay schedule would be "
+                f"silently ignored; declare '{Capability.STATIC_WEIGHT_DECAY.value}' in the spec"
+            )
+        return f"a change {where} changes the update"
+
+    def _weight_decay_probe(self, changed_at: int | None) -> list[torch.Tensor]:
+        """The final weights of a run from the suite's seed, with every group's weight
+        decay raised by 0.1 before step ``changed_at`` (None: never)."""
+        with torch.random.fork_rng(devices=_cuda_indices(self.config.device)):
+            torch.manual_seed(SEED)
+            model = self.config.model()
+            run = _start(self.config, model, self.config.build(model), self.batch)
+            try:
+                for step in range(self.config.steps):
+                    if step == changed_at:
+                        for group in run.optimizer.param_groups:
+                            group["weight_decay"] = float(group.get("weight_decay", 0.0)) + 0.1
+                    _train_step(run, self.batch)
+            finally:
+                _close(run.optimizer)
+        return [p.detach().clone() for p in model.parameters()]
 
     def _memory_is_size_independent(self) -> bool:
         """A declared bytes/param is checkable on the tiny model only where it does not
