@@ -40,6 +40,7 @@ from .schedules import SCHEDULE_NAMES, create_scheduler
 from .spec import ArgSpec, Capability, OptimizerSpec
 from .targets import explain_targets
 from .training import TrainingDriver, drive
+from .weight_decay_schedules import WeightDecayScheduler, create_weight_decay_scheduler
 
 __version__ = "0.1.0"
 
@@ -69,9 +70,11 @@ __all__ = [
     "TargetModulesTypeError",
     "TrainingDriver",
     "UnknownOptimizerError",
+    "WeightDecayScheduler",
     "class_builder",
     "create_optimizer",
     "create_scheduler",
+    "create_weight_decay_scheduler",
     "drive",
     "estimate",
     "explain_targets",
