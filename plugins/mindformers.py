@@ -28,9 +28,10 @@ MindFormers' *current* ``mindformers.core.AdamW`` (its code since it was added, 
 documentation since December 2024) is the bias-corrected AdamW: use ``adamw_torch`` for it
 (docs/user-guide.md, "Coming from MindFormers").
 
-The ``foreach`` path (``torch._foreach_*`` over all tensors of a group, the default) and the
-per-parameter reference path compute the same operations in the same order; a test
-checks that they give identical results.
+The ``foreach`` path (``torch._foreach_*`` over all tensors of a group; by default on CUDA,
+as torch's own optimizers choose) and the per-parameter reference path (by default on the
+CPU, where it measured faster for large tensors) compute the same operations in the same
+order; a test checks that they give identical results.
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ class AdamWeightDecay(torch.optim.Optimizer):
 
     ``lr >= 0``, ``betas`` in ``[0, 1)`` (MindSpore refuses 0, which is harmless here),
     ``eps > 0``, ``weight_decay >= 0``; a bad value is an :class:`optimhub.OptimArgsError`
-    raised before anything is built. ``foreach=True`` (default) steps each group with
-    ``torch._foreach_*`` kernels; ``False`` loops over the parameters (the reference).
+    raised before anything is built. ``foreach=True`` steps each group with
+    ``torch._foreach_*`` kernels, ``False`` loops over the parameters (the reference);
+    ``None`` (default) chooses as torch's own optimizers do: foreach where the parameters
+    are on a device with multi-tensor kernels (CUDA), the loop elsewhere (on the CPU the
+    foreach ops are a loop too, and measured slower for large tensors:
+    benchmarks/adamweightdecay_foreach.py).
     """
 
     def __init__(
@@ -78,7 +83,7 @@ class AdamWeightDecay(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         *,
-        foreach: bool = True,
+        foreach: bool | None = None,
     ) -> None:
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "foreach": foreach}
@@ -100,7 +105,7 @@ class AdamWeightDecay(torch.optim.Optimizer):
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs = self._gather(group)
             if params:
-                update = _foreach_update if group["foreach"] else _single_update
+                update = _foreach_update if _use_foreach(group, params) else _single_update
                 update(params, grads, exp_avgs, exp_avg_sqs, group)
         return loss
 
@@ -128,6 +133,24 @@ class AdamWeightDecay(torch.optim.Optimizer):
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
         return params, grads, exp_avgs, exp_avg_sqs
+
+
+def _use_foreach(group: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    if group["foreach"] is not None:
+        return bool(group["foreach"])
+    return all(p.device.type in _FOREACH_DEVICES for p in params)
+
+
+def _foreach_devices() -> tuple[str, ...]:
+    """The device types with multi-tensor (foreach) kernels, as torch's optimizers see them."""
+    try:
+        from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+    except ImportError:  # pragma: no cover - a torch without the helper
+        return ("cuda",)
+    return tuple(_get_foreach_kernels_supported_devices())
+
+
+_FOREACH_DEVICES = _foreach_devices()
 
 
 def _single_update(params: list[torch.Tensor], grads: list[torch.Tensor],
@@ -189,8 +212,8 @@ def _check_hyperparameters(values: dict[str, Any], *, where: str) -> None:
         _check_number(beta, name, where, minimum=0.0, below=1.0)
     _check_number(values["eps"], "eps", where, above=0.0)
     _check_number(values["weight_decay"], "weight_decay", where, minimum=0.0)
-    if not isinstance(values.get("foreach", True), bool):
-        raise OptimArgsTypeError(f"{where}: foreach must be True or False, "
+    if not isinstance(values.get("foreach"), (bool, type(None))):
+        raise OptimArgsTypeError(f"{where}: foreach must be True, False or None, "
                                  f"got {values['foreach']!r}")
 
 

@@ -249,7 +249,7 @@ def test_bad_arguments_through_the_front_door_are_our_errors(overrides, message)
     ({"weight_decay": -0.01}, OptimArgsError, "weight_decay must be in"),
     ({"weight_decay": float("nan")}, OptimArgsError, "weight_decay must be in"),
     ({"lr": "1e-3"}, OptimArgsTypeError, "lr must be a number, got str"),
-    ({"foreach": 1}, OptimArgsTypeError, "foreach must be True or False"),
+    ({"foreach": 1}, OptimArgsTypeError, "foreach must be True, False or None"),
 ])
 def test_the_class_refuses_bad_values_with_our_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
