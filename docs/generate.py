@@ -92,6 +92,16 @@ LOOP_DUTIES: dict[Capability, str] = {
         "Train in one process: building it for a `DistributedDataParallel` model raises "
         "`CapabilityError` (see [distributed.md](distributed.md))."
     ),
+    Capability.SINGLE_GROUP: (
+        "Nothing in the loop. `create_optimizer` refuses `param_group_rules`: one lr and one "
+        "weight decay apply to every parameter."
+    ),
+    Capability.STATIC_WEIGHT_DECAY: (
+        "Keep the weight decay constant: `create_weight_decay_scheduler` (and "
+        "`weight_decay_schedule=`) raises `CapabilityError`, since a changed "
+        "`group[\"weight_decay\"]` would be ignored (see "
+        "[weight-decay schedules](user-guide.md#weight-decay-schedules))."
+    ),
 }
 
 HEADER = (
