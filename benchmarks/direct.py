@@ -310,6 +310,9 @@ DIRECT: dict[str, Callable[[nn.Module, int], DirectRun]] = {
     "schedule_free_radam": _schedulefree("RAdamScheduleFree", betas=BETAS, eps=EPS),
     "schedule_free_sgd": _schedulefree("SGDScheduleFree"),
     "sign_sgd": _plain(lambda g: _imported("optimhub_example_plugin", "SignSGD")(g, lr=LR)),
+    # optimhub's own optimizer (no other package has this update): its class, by hand.
+    "adamweightdecay": _plain(lambda g: _imported("optimhub.plugins.mindformers",
+                                                  "AdamWeightDecay")(g, **_ADAM)),
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "GROUP_PREFIX",
     "ROUTE_PREFIX",
     "check_group_key",
+    "check_group_mapping",
     "describe_group",
     "resolve_group_keys",
 ]

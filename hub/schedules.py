@@ -51,7 +51,11 @@ from .errors import (
 from .group_selection import check_group_mapping, resolve_group_keys
 from .layerwise import LayerwiseOptimizer
 from .spec import ArgSpec, Capability
-from .weight_decay_schedules import WeightDecayScheduler, create_weight_decay_scheduler
+from .weight_decay_schedules import (
+    WeightDecayScheduler,
+    check_weight_decay_schedule_name,
+    create_weight_decay_scheduler,
+)
 
 __all__ = [
     "HF_SCHEDULE_NAMES",
@@ -821,7 +825,11 @@ def _group_plan(value: Any, optimizer: Optimizer, index: int, default: _Plan,
     total = value.get("num_training_steps", default.total)
     group = optimizer.param_groups[index]
     initial = group.get("initial_lr", group.get("lr"))
-    initial_lr = float(initial.item() if isinstance(initial, torch.Tensor) else initial)
+    if isinstance(initial, torch.Tensor):
+        initial = initial.item()
+    # A group whose lr is not a number is refused by the plan's own check of group lrs.
+    initial_lr = (float(initial) if isinstance(initial, numbers.Real)
+                  and not isinstance(initial, bool) else None)
     return _checked_plan(schedule, optimizer, options, warmup, total, allow_decay, initial_lr)
 
 
@@ -879,8 +887,12 @@ def check_schedule_forms(group_schedules: Any = None, weight_decay_schedule: Any
                 _lookup(name)
             except OptimHubError as exc:
                 raise type(exc)(f"group_schedules[{key!r}]: {exc}") from exc
-    if weight_decay_schedule is not None and not isinstance(
-            weight_decay_schedule, (str, Mapping, WeightDecayScheduler)):
+    if isinstance(weight_decay_schedule, (str, Mapping)):
+        name = (weight_decay_schedule.get("name") if isinstance(weight_decay_schedule, Mapping)
+                else weight_decay_schedule)
+        check_weight_decay_schedule_name(name, what="weight_decay_schedule")
+    elif weight_decay_schedule is not None and not isinstance(
+            weight_decay_schedule, WeightDecayScheduler):
         raise OptimArgsTypeError(
             "weight_decay_schedule must be a schedule name, a dict of "
             "create_weight_decay_scheduler's arguments or a WeightDecayScheduler; got "

@@ -52,8 +52,11 @@ from .spec import Capability
 
 __all__ = [
     "WEIGHT_DECAY_SCHEDULE_NAMES",
+    "WeightDecayPlan",
     "WeightDecayScheduler",
+    "check_weight_decay_schedule_name",
     "create_weight_decay_scheduler",
+    "make_plan",
 ]
 
 #: The group key holding a group's weight decay before any schedule (torch's "initial_lr").
@@ -229,18 +232,7 @@ def make_plan(
     what: str = "weight-decay schedule",
 ) -> WeightDecayPlan:
     """One schedule's arguments, checked, as a :class:`WeightDecayPlan`."""
-    if not isinstance(name, str):
-        raise OptimArgsTypeError(
-            f"{what}: the schedule name must be a str, one of "
-            f"{', '.join(WEIGHT_DECAY_SCHEDULE_NAMES)}; got {type(name).__name__} {name!r}"
-        )
-    if name not in WEIGHT_DECAY_SCHEDULE_NAMES:
-        near = closest(name, WEIGHT_DECAY_SCHEDULE_NAMES)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise OptimArgsError(
-            f"{what}: unknown schedule {name!r}.{hint} Weight-decay schedules: "
-            f"{', '.join(WEIGHT_DECAY_SCHEDULE_NAMES)} (each with an optional warmup)"
-        )
+    check_weight_decay_schedule_name(name, what=what)
     total = _total(num_training_steps, name, what)
     warmup = resolve_warmup_steps(num_warmup_steps, total)
     if total is not None and warmup > total:
@@ -269,6 +261,22 @@ def make_plan(
             "ignored; use 'linear' or 'cosine' to change it"
         )
     return plan
+
+
+def check_weight_decay_schedule_name(name: Any, *, what: str = "weight-decay schedule") -> None:
+    """A known schedule name, or an error with the close ones and the list."""
+    if not isinstance(name, str):
+        raise OptimArgsTypeError(
+            f"{what}: the schedule name must be a str, one of "
+            f"{', '.join(WEIGHT_DECAY_SCHEDULE_NAMES)}; got {type(name).__name__} {name!r}"
+        )
+    if name not in WEIGHT_DECAY_SCHEDULE_NAMES:
+        near = closest(name, WEIGHT_DECAY_SCHEDULE_NAMES)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise OptimArgsError(
+            f"{what}: unknown schedule {name!r}.{hint} Weight-decay schedules: "
+            f"{', '.join(WEIGHT_DECAY_SCHEDULE_NAMES)} (each with an optional warmup)"
+        )
 
 
 def _group_plan(value: Any, default: WeightDecayPlan, *, what: str) -> WeightDecayPlan:

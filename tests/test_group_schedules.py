@@ -315,3 +315,15 @@ def test_the_trainer_refuses_a_malformed_schedule_when_it_is_built():
         OptimHubTrainer(model=make_tiny_lm(), group_lr_schedules=["lm_head"])
     with pytest.raises(OptimArgsError, match="Did you mean 'cosine'"):
         OptimHubTrainer(model=make_tiny_lm(), group_lr_schedules={"lm_head": "cosin"})
+    with pytest.raises(OptimArgsError, match="weight_decay_schedule: unknown schedule 'cosin'"):
+        OptimHubTrainer(model=make_tiny_lm(), weight_decay_schedule={"name": "cosin"})
+    with pytest.raises(OptimArgsTypeError, match="weight_decay_schedule must be"):
+        OptimHubTrainer(model=make_tiny_lm(), weight_decay_schedule=0.1)
+
+
+def test_a_group_without_a_numeric_lr_is_our_error():
+    optimizer = optimhub.create_optimizer("adafactor", make_tiny_lm(),
+                                          optim_args={"relative_step": True})
+    with pytest.raises(OptimArgsError, match="group 0 has lr=None"):
+        optimhub.create_scheduler("constant", optimizer, num_training_steps=5,
+                                  group_schedules={"group:0": "linear"})

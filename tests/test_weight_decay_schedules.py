@@ -337,7 +337,8 @@ def test_a_carried_schedule_cannot_also_be_stepped_alone_or_by_the_driver():
 
 def test_a_metric_driven_lr_schedule_cannot_carry_it_but_the_driver_steps_both():
     model, optimizer = build()
-    with pytest.raises(OptimArgsError, match=r"give it to optimhub.drive\(..., weight_decay_scheduler=...\)"):
+    with pytest.raises(OptimArgsError,
+                       match=r"give it to optimhub.drive\(..., weight_decay_scheduler=...\)"):
         optimhub.create_scheduler("reduce_lr_on_plateau", optimizer,
                                   weight_decay_schedule="constant")
     scheduler = optimhub.create_scheduler("reduce_lr_on_plateau", optimizer, patience=0)
