@@ -26,9 +26,10 @@ The checks, each named in the report and in a failure's message:
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
   ``target_modules``): the claim is true of the object the hub builds (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
-- ``weight_decay_changes``: for specs that take weight decay, a change of every param
-  group's ``weight_decay`` between two steps changes the update, as weight-decay schedules
-  need; a spec that declares ``static_weight_decay`` must show the opposite;
+- ``weight_decay_changes``: for specs that take weight decay, the trained run replayed
+  with every param group's ``weight_decay`` raised before its last two steps ends
+  elsewhere, as weight-decay schedules need; a spec that declares ``static_weight_decay``
+  must end at the same weights;
 - ``declared_memory``: a spec's ``state_bytes_per_param`` matches :func:`state_bytes`
   (where it does not depend on tensor sizes: not for low-bit or low-rank specs);
 - ``missing_backend``: with the backend made unimportable, ``create_optimizer`` raises
@@ -385,6 +386,8 @@ class _Run:
     final_params: dict[str, torch.Tensor] = field(default_factory=dict)
     snapshot: _Snapshot | None = None
     snapshot_error: BaseException | None = None
+    #: The RNG state the run started from, to replay it (the weight_decay_changes probe).
+    start_rng: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -465,13 +468,26 @@ def _finish(run: _Run, batch: torch.Tensor) -> None:
         run.final_loss = float(conformance_loss(run.model, batch))
 
 
-def _train(config: _Config, batch: torch.Tensor, resume_step: int) -> _Run:
-    """The uninterrupted run, with a checkpoint taken before step ``resume_step``."""
+def _train(config: _Config, batch: torch.Tensor, resume_step: int, *,
+           replay: _Run | None = None, raise_decay_before: int | None = None) -> _Run:
+    """The uninterrupted run, with a checkpoint taken before step ``resume_step``.
+
+    ``replay``: start from the RNG state that run started from, so that this one repeats it
+    exactly; ``raise_decay_before``: raise every param group's weight decay by 0.1 before
+    that step (the ``weight_decay_changes`` probe).
+    """
     model = config.model()
+    if replay is not None and replay.start_rng is not None:
+        _set_rng_state(model, replay.start_rng)
+    start_rng = _rng_state(model)
     run = _start(config, model, config.build(model), batch)
+    run.start_rng = start_rng
     for step in range(config.steps):
         if step == resume_step:
             _take_snapshot(run)
+        if step == raise_decay_before:
+            for group in run.optimizer.param_groups:
+                group["weight_decay"] = float(group.get("weight_decay", 0.0)) + 0.1
         run.losses.append(_train_step(run, batch))
     _finish(run, batch)
     return run
@@ -535,7 +551,7 @@ class _Checks:
             (self.fused_backward, True, has(Capability.FUSED_BACKWARD)),
             (self.layerwise_capable, False, has(Capability.LAYERWISE_CAPABLE)),
             (self.low_rank, True, has(Capability.LOW_RANK)),
-            (self.weight_decay_changes, False, self.spec.has_hyperparameter("weight_decay")),
+            (self.weight_decay_changes, True, self.spec.has_hyperparameter("weight_decay")),
             (self.declared_memory, True, self._memory_is_size_independent()),
             (self.needs_model, False, has(Capability.NEEDS_MODEL)),
             (self.target_modules, False, has(Capability.TARGET_MODULES)),
@@ -721,15 +737,19 @@ class _Checks:
         return f"{measured:.3f} bytes/param < dense AdamW {dense:.3f}"
 
     def weight_decay_changes(self) -> str:
-        """Two runs from the same seed, one with every group's weight decay raised by 0.1
-        before its last two steps: honoured (the default) means they differ; a spec that
-        declares ``static_weight_decay`` means they are identical."""
+        """The trained run replayed from its seed, with every group's weight decay raised
+        by 0.1 before the last two steps: honoured (the default) means the final weights
+        differ; a spec that declares ``static_weight_decay`` means they are identical."""
+        run = self._trained()
         if any(c.name == "loss_decreases" and not c.passed for c in self.outcomes):
             raise _CheckSkipped("the optimizer did not train (loss_decreases), so what its "
                                 "weight decay does cannot be observed")
         changed_at = self.config.steps - 2  # late: some backends skip their first updates
-        plain, changed = self._weight_decay_probe(None), self._weight_decay_probe(changed_at)
-        same = all(torch.equal(a, b) for a, b in zip(plain, changed, strict=True))
+        probe = _train(self.config, self.batch, self.resume_step, replay=run,
+                       raise_decay_before=changed_at)
+        _close(probe.optimizer)
+        same = all(torch.equal(value, run.final_params[name])
+                   for name, value in probe.final_params.items())
         where = f"before step {changed_at + 1} of {self.config.steps}"
         if self.spec.has(Capability.STATIC_WEIGHT_DECAY):
             if not same:
@@ -746,23 +766,6 @@ class _Checks:
                 f"silently ignored; declare '{Capability.STATIC_WEIGHT_DECAY.value}' in the spec"
             )
         return f"a change {where} changes the update"
-
-    def _weight_decay_probe(self, changed_at: int | None) -> list[torch.Tensor]:
-        """The final weights of a run from the suite's seed, with every group's weight
-        decay raised by 0.1 before step ``changed_at`` (None: never)."""
-        with torch.random.fork_rng(devices=_cuda_indices(self.config.device)):
-            torch.manual_seed(SEED)
-            model = self.config.model()
-            run = _start(self.config, model, self.config.build(model), self.batch)
-            try:
-                for step in range(self.config.steps):
-                    if step == changed_at:
-                        for group in run.optimizer.param_groups:
-                            group["weight_decay"] = float(group.get("weight_decay", 0.0)) + 0.1
-                    _train_step(run, self.batch)
-            finally:
-                _close(run.optimizer)
-        return [p.detach().clone() for p in model.parameters()]
 
     def _memory_is_size_independent(self) -> bool:
         """A declared bytes/param is checkable on the tiny model only where it does not
