@@ -184,8 +184,8 @@ def test_a_spec_with_constructor_weight_decay_must_declare_static_weight_decay()
 
 
 class NoDecay(torch.optim.Optimizer):
-    def __init__(self, params: Any) -> None:
-        super().__init__(params, {"lr": 0.1})
+    def __init__(self, params: Any, **defaults: Any) -> None:
+        super().__init__(params, {"lr": 0.1, **defaults})
 
     def step(self, closure: Any = None) -> None:
         return None
@@ -194,6 +194,8 @@ class NoDecay(torch.optim.Optimizer):
 @pytest.mark.parametrize(("make", "kwargs", "error", "message"), [
     (lambda: NoDecay([nn.Parameter(torch.ones(2))]), {}, OptimArgsError,
      "param group 0 has weight_decay=None"),
+    (lambda: NoDecay([nn.Parameter(torch.ones(2))], weight_decay=-0.1), {}, OptimArgsError,
+     r"param group 0 has weight_decay=-0.1; it must be finite and >= 0"),
     (lambda: build()[1], {"name": "cosine"}, OptimArgsError, "needs num_training_steps"),
     (lambda: build()[1], {"name": "cosine", "num_training_steps": 5}, OptimArgsError,
      "'cosine' needs end_factor"),
