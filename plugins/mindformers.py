@@ -1,8 +1,9 @@
 """Built-in plugin: MindSpore / MindFormers' ``AdamWeightDecay`` update, in PyTorch.
 
-MindFormers recipes (``optimizer: type: FP32StateAdamWeightDecay`` in most of its model
-configs up to r1.3, MindSpore's ``nn.AdamWeightDecay`` behind it) train with an Adam that
-has **no bias correction** and puts the decay inside the learning-rate scaling::
+MindFormers recipes (``optimizer: type: FP32StateAdamWeightDecay``, in most of its model
+configs of r1.3 and half of r1.5's; MindSpore's ``nn.AdamWeightDecay`` behind it) train
+with an Adam that has **no bias correction** and puts the decay inside the learning-rate
+scaling::
 
     m_t = b1 m + (1 - b1) g
     v_t = b2 v + (1 - b2) g^2
