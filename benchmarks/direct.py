@@ -373,6 +373,9 @@ DIRECT: dict[str, Callable[[nn.Module, int], DirectRun]] = {
     "muon_torch": _muon(None),
     "muon": _muon("match_rms_adamw"),
     "galore_plus_adamw_8bit": _galore_plus_adamw_8bit,
+    # optimhub's own optimizer (no other package has this update): its class, by hand.
+    "adamweightdecay": _plain(lambda g: _imported("optimhub.plugins.mindformers",
+                                                  "AdamWeightDecay")(g, **_ADAM)),
 }
 
 

@@ -102,6 +102,12 @@ LOOP_DUTIES: dict[Capability, str] = {
         "[user-guide.md](user-guide.md#routing)). A plain `create_optimizer(NAME, model)` on "
         "a model with vectors raises `CapabilityError` naming that form."
     ),
+    Capability.STATIC_WEIGHT_DECAY: (
+        "Keep the weight decay constant: `create_weight_decay_scheduler` (and "
+        "`weight_decay_schedule=`) raises `CapabilityError`, since a changed "
+        "`group[\"weight_decay\"]` would be ignored (see "
+        "[weight-decay schedules](user-guide.md#weight-decay-schedules))."
+    ),
 }
 
 HEADER = (

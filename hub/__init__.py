@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .spec import ArgSpec, Capability, OptimizerSpec
     from .targets import explain_targets
     from .training import TrainingDriver, drive
+    from .weight_decay_schedules import WeightDecayScheduler, create_weight_decay_scheduler
 
 #: Public name -> the submodule that defines it, imported on first access (PEP 562), so
 #: ``import optimhub`` (and ``optimhub.cli``, which imports it as its package) pays for
@@ -83,6 +84,8 @@ _LAZY = {
     "explain_targets": "targets",
     "TrainingDriver": "training",
     "drive": "training",
+    "WeightDecayScheduler": "weight_decay_schedules",
+    "create_weight_decay_scheduler": "weight_decay_schedules",
 }
 
 
@@ -134,9 +137,11 @@ __all__ = [
     "TargetModulesTypeError",
     "TrainingDriver",
     "UnknownOptimizerError",
+    "WeightDecayScheduler",
     "class_builder",
     "create_optimizer",
     "create_scheduler",
+    "create_weight_decay_scheduler",
     "drive",
     "estimate",
     "explain",

@@ -58,6 +58,7 @@ __all__ = [
     "STAMP_FORMAT",
     "STAMP_KEY",
     "check_state",
+    "parameter_names",
     "remember",
     "spec_of",
     "spec_or_none",
@@ -152,6 +153,16 @@ def spec_or_none(optimizer: Any) -> OptimizerSpec | None:
     except TypeError:  # not weak-referenceable: certainly not ours
         return None
     return identity.spec if identity is not None else None
+
+
+def parameter_names(optimizer: Any) -> Mapping[int, str] | None:
+    """``id(parameter) -> name`` for an optimizer the hub built (None for a foreign one):
+    what lets a per-group setting name its groups by parameter name."""
+    try:
+        identity = _IDENTITIES.get(optimizer)
+    except TypeError:  # not weak-referenceable: certainly not ours
+        return None
+    return identity.names if identity is not None else None
 
 
 def stamp_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -113,8 +113,8 @@ def _owned_message(name: str, owner: object) -> str:
 OWNED_PARAMETERS = _InBackwardOwners()
 
 #: Group keys copied from the outer group into the inner optimizers before each step:
-#: what LR schedulers change.
-SYNCED_KEYS = ("lr",)
+#: what LR schedulers and weight-decay schedulers change (a key the group lacks is skipped).
+SYNCED_KEYS = ("lr", "weight_decay")
 
 
 class LayerwiseOptimizer(torch.optim.Optimizer):
@@ -175,7 +175,8 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         outer = self._group_of[name]
         for group in inner.param_groups:
             for key in SYNCED_KEYS:
-                _assign(group, key, outer[key])
+                if key in outer:
+                    _assign(group, key, outer[key])
         inner.step()
         inner.zero_grad(set_to_none=True)
 

@@ -40,15 +40,30 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from .arguments import resolve_warmup_steps
 from .checkpoint import spec_or_none
-from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError, closest
+from .errors import (
+    CapabilityError,
+    CheckpointError,
+    OptimArgsError,
+    OptimArgsTypeError,
+    OptimHubError,
+    closest,
+)
+from .group_selection import check_group_mapping, resolve_group_keys
 from .layerwise import LayerwiseOptimizer
 from .spec import ArgSpec, Capability
+from .weight_decay_schedules import (
+    WeightDecayScheduler,
+    check_weight_decay_schedule_name,
+    create_weight_decay_scheduler,
+)
 
 __all__ = [
     "HF_SCHEDULE_NAMES",
     "SCHEDULE_NAMES",
     "AdafactorRelativeLR",
     "GreedyLR",
+    "ScheduledLR",
+    "check_schedule_forms",
     "create_scheduler",
     "resolve_warmup_steps",
 ]
@@ -373,6 +388,15 @@ class _Plan:
     warmup: int
     total: int | None
     options: dict[str, Any]
+    #: A param group's own initial lr (its own schedule); None: ``defaults["lr"]``, as HF.
+    initial_lr: float | None = None
+
+    def describe(self) -> str:
+        """The schedule as plain text: what a checkpoint records and compares."""
+        given = {k: v for k, v in self.options.items() if v is not None}
+        parts = [f"warmup={self.warmup}", f"total={self.total}",
+                 *(f"{k}={v!r}" for k, v in sorted(given.items()))]
+        return f"{self.name}({', '.join(parts)})"
 
 
 def _float(name: str, doc: str, default: Any = None, **bounds: Any) -> ArgSpec:
@@ -429,9 +453,13 @@ class _Schedule:
     def build(self, optimizer: Optimizer, plan: _Plan) -> LRScheduler:
         if self.scheduler is not None:
             return _construct(self.scheduler, optimizer, plan)
+        return LambdaLR(optimizer, self.multiplier(optimizer, plan))
+
+    def multiplier(self, optimizer: Optimizer, plan: _Plan) -> Callable[[int], float]:
+        """The ``LambdaLR`` multiplier of a formula schedule, bound to its checked plan."""
         assert self.lr_lambda is not None
         bound = self.prepare(plan, optimizer) if self.prepare else _warmup_and_total(plan)
-        return LambdaLR(optimizer, partial(self.lr_lambda, **bound))
+        return partial(self.lr_lambda, **bound)
 
 
 def _warmup_and_total(plan: _Plan) -> dict[str, Any]:
@@ -461,7 +489,10 @@ def _construct(cls: type, optimizer: Optimizer, plan: _Plan) -> LRScheduler:
 
 
 def _initial_lr(optimizer: Optimizer, plan: _Plan, why: str) -> float:
-    """``optimizer.defaults["lr"]``: HF's initial lr for polynomial and the min_lr schedules."""
+    """``optimizer.defaults["lr"]``: HF's initial lr for polynomial and the min_lr schedules
+    (a group's own lr for a schedule of its own: its ``min_lr`` / ``lr_end`` are its own)."""
+    if plan.initial_lr is not None:
+        return plan.initial_lr
     lr = optimizer.defaults.get("lr")
     if isinstance(lr, torch.Tensor):
         lr = lr.item()
@@ -614,6 +645,8 @@ def create_scheduler(
     num_training_steps: int | None = None,
     *,
     allow_decay_with_schedule_free: bool = False,
+    group_schedules: Mapping[Any, Any] | None = None,
+    weight_decay_schedule: Any = None,
     **kwargs: Any,
 ) -> LRScheduler:
     """The learning-rate scheduler ``name`` (a ``transformers.SchedulerType`` name) for
@@ -626,25 +659,245 @@ def create_scheduler(
     they differ from HF.
     Metric-driven schedules (``reduce_lr_on_plateau``, ``greedy``) are stepped with the
     evaluation metric, ``scheduler.step(metric)``; the others once per optimizer step.
+
+    ``group_schedules`` gives param groups a schedule of their own, keyed by group (an
+    index, ``"group:N"``, ``"route:NAME"`` or a regex of parameter names: see
+    :mod:`optimhub.group_selection`): a schedule name, or a dict with ``name`` and any of
+    ``num_warmup_steps``, ``num_training_steps`` and that schedule's options. Unset, the
+    warmup is the global one (for schedules that take one) and so is the length; the other
+    groups follow ``name``. ``weight_decay_schedule`` (a
+    :class:`~optimhub.weight_decay_schedules.WeightDecayScheduler`, a name, or a dict of
+    ``create_weight_decay_scheduler``'s arguments) is then stepped and saved with this
+    scheduler. Both need a formula schedule, and return a :class:`ScheduledLR`.
     """
     schedule = _lookup(name)
     _check_optimizer(optimizer)
-    options = _options(schedule, kwargs)
-    total = _training_steps(num_training_steps, schedule)
-    warmup = resolve_warmup_steps(num_warmup_steps, total)
     if not isinstance(allow_decay_with_schedule_free, bool):
         raise OptimArgsTypeError(
             "allow_decay_with_schedule_free must be True or False, got "
             f"{type(allow_decay_with_schedule_free).__name__} "
             f"{allow_decay_with_schedule_free!r}"
         )
-    _check_schedule_free(schedule, optimizer, warmup, allow_decay_with_schedule_free)
+    plan = _checked_plan(schedule, optimizer, kwargs, num_warmup_steps, num_training_steps,
+                         allow_decay_with_schedule_free)
+    if group_schedules is None and weight_decay_schedule is None:
+        scheduler = schedule.build(optimizer, plan)
+    else:
+        scheduler = _scheduled(schedule, plan, optimizer, group_schedules,
+                               weight_decay_schedule, allow_decay_with_schedule_free)
+    _mark_stepped_in_backward(optimizer)
+    return scheduler
+
+
+def _checked_plan(schedule: _Schedule, optimizer: Optimizer, given: Mapping[str, Any],
+                  num_warmup_steps: Any, num_training_steps: Any, allow_decay: bool,
+                  initial_lr: float | None = None) -> _Plan:
+    """One schedule's arguments, every rule checked, as the plan it is built from."""
+    options = _options(schedule, given)
+    total = _training_steps(num_training_steps, schedule)
+    warmup = resolve_warmup_steps(num_warmup_steps, total)
+    _check_schedule_free(schedule, optimizer, warmup, allow_decay)
     _check_warmup(schedule, warmup, total)
     if schedule.scales_group_lr:
         _check_group_lrs(optimizer, schedule.name)
-    scheduler = schedule.build(optimizer, _Plan(schedule.name, warmup, total, options))
-    _mark_stepped_in_backward(optimizer)
-    return scheduler
+    return _Plan(schedule.name, warmup, total, options, initial_lr)
+
+
+# ------------------------------------------------------------- per-group schedules
+class ScheduledLR(LambdaLR):
+    """HF's formulas with a schedule per param group, optionally carrying a weight-decay
+    schedule.
+
+    A ``LambdaLR`` (so every loop, logger and ``isinstance`` check that knows torch's
+    schedulers knows it) whose multiplier differs per group. ``schedules`` describes each
+    group's schedule; ``state_dict()`` records it (a checkpoint resumed under other
+    schedules is refused, not silently re-timed) and, when a
+    :class:`~optimhub.weight_decay_schedules.WeightDecayScheduler` is carried, its state:
+    ``step()`` moves both to the same optimizer step. All plain data: loads with
+    ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, optimizer: Optimizer, lr_lambdas: list[Callable[[int], float]],
+                 schedules: list[str], weight_decay: WeightDecayScheduler | None = None
+                 ) -> None:
+        self.schedules = list(schedules)
+        self.weight_decay_scheduler: WeightDecayScheduler | None = None
+        super().__init__(optimizer, lr_lambdas)
+        if weight_decay is not None:
+            weight_decay.carried_by = self
+            weight_decay.set_step(self.last_epoch)
+            self.weight_decay_scheduler = weight_decay
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        super().step(epoch)
+        if self.weight_decay_scheduler is not None:
+            self.weight_decay_scheduler.set_step(self.last_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        carried = state.pop("weight_decay_scheduler", None)
+        if carried is not None:
+            state["weight_decay_scheduler"] = carried.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        saved = state.get("schedules")
+        if saved != self.schedules:
+            where = ("by a scheduler without per-group schedules (a plain LambdaLR)"
+                     if saved is None else f"with the schedules {saved}")
+            raise CheckpointError(
+                f"this lr scheduler state was saved {where}; this scheduler has "
+                f"{self.schedules} (one per param group). Build it with the same schedules "
+                "(group_schedules, warmup, length and options) to resume"
+            )
+        carried = state.pop("weight_decay_scheduler", None)
+        if (carried is None) != (self.weight_decay_scheduler is None):
+            which = ("carries a weight-decay schedule and this scheduler has none"
+                     if carried is not None
+                     else "carries no weight-decay schedule and this scheduler carries one")
+            raise CheckpointError(
+                f"this lr scheduler state {which}: build it with the same "
+                "weight_decay_schedule to resume"
+            )
+        super().load_state_dict(state)
+        if carried is not None:
+            assert self.weight_decay_scheduler is not None
+            self.weight_decay_scheduler.load_state_dict(carried)
+            self.weight_decay_scheduler.set_step(self.last_epoch)
+
+
+def _scheduled(schedule: _Schedule, plan: _Plan, optimizer: Optimizer,
+               group_schedules: Mapping[Any, Any] | None, weight_decay_schedule: Any,
+               allow_decay: bool) -> ScheduledLR:
+    if schedule.lr_lambda is None:
+        wd = ("; to schedule the weight decay beside it, step a WeightDecayScheduler yourself "
+              "or give it to optimhub.drive(..., weight_decay_scheduler=...)"
+              if weight_decay_schedule is not None else "")
+        raise OptimArgsError(
+            f"schedule {schedule.name!r} is not a formula of the step (it is driven by "
+            f"{'a metric' if schedule.changes_lr else 'the optimizer'}), so it cannot take "
+            f"group_schedules or carry a weight_decay_schedule: use a formula schedule "
+            f"({', '.join(s.name for s in _SCHEDULES if s.lr_lambda is not None)}){wd}"
+        )
+    plans = [plan] * len(optimizer.param_groups)
+    if group_schedules is not None:
+        what = "group_schedules"
+        check_group_mapping(group_schedules, what=what)
+        for index, key in resolve_group_keys(optimizer, list(group_schedules), what=what).items():
+            where = f"group_schedules[{key!r}] (param group {index})"
+            try:
+                plans[index] = _group_plan(group_schedules[key], optimizer, index, plan,
+                                           allow_decay)
+            except OptimHubError as exc:
+                raise type(exc)(f"{where}: {exc}") from exc
+    multipliers = [_BY_NAME[p.name].multiplier(optimizer, p) for p in plans]
+    carried = _weight_decay_scheduler(weight_decay_schedule, optimizer, plan.total)
+    return ScheduledLR(optimizer, multipliers, [p.describe() for p in plans], carried)
+
+
+#: The keys of a per-group schedule given as a dict, besides the schedule's own options.
+_GROUP_KEYS = ("name", "num_warmup_steps", "num_training_steps")
+
+
+def _group_plan(value: Any, optimizer: Optimizer, index: int, default: _Plan,
+                allow_decay: bool) -> _Plan:
+    """One group's own schedule, checked like a global one; its lr is its own initial lr."""
+    if isinstance(value, (str, Enum)):
+        value = {"name": value}
+    if not isinstance(value, Mapping):
+        raise OptimArgsTypeError(
+            f"give a schedule name or a dict such as {{'name': 'cosine', "
+            f"'num_warmup_steps': 100}}; got {type(value).__name__} {value!r}"
+        )
+    if "name" not in value:
+        raise OptimArgsError(
+            f"the dict needs 'name', a schedule name ({', '.join(SCHEDULE_NAMES)})"
+        )
+    schedule = _lookup(value["name"])
+    if schedule.lr_lambda is None:
+        raise OptimArgsError(
+            f"schedule {schedule.name!r} acts on every group at once (it is not a formula of "
+            "the step), so it cannot be one group's schedule"
+        )
+    options = {k: v for k, v in value.items() if k not in _GROUP_KEYS}
+    warmup = value.get("num_warmup_steps", default.warmup if schedule.takes_warmup else None)
+    total = value.get("num_training_steps", default.total)
+    group = optimizer.param_groups[index]
+    initial = group.get("initial_lr", group.get("lr"))
+    if isinstance(initial, torch.Tensor):
+        initial = initial.item()
+    # A group whose lr is not a number is refused by the plan's own check of group lrs.
+    initial_lr = (float(initial) if isinstance(initial, numbers.Real)
+                  and not isinstance(initial, bool) else None)
+    return _checked_plan(schedule, optimizer, options, warmup, total, allow_decay, initial_lr)
+
+
+def _weight_decay_scheduler(value: Any, optimizer: Optimizer, total: int | None
+                            ) -> WeightDecayScheduler | None:
+    """``weight_decay_schedule`` as a scheduler of this optimizer, not yet carried."""
+    if value is None:
+        return None
+    if isinstance(value, WeightDecayScheduler):
+        if value.optimizer is not optimizer:
+            raise OptimArgsError(
+                "weight_decay_schedule is bound to another optimizer; build it for this one: "
+                "optimhub.create_weight_decay_scheduler(name, optimizer, ...)"
+            )
+        if value.carried_by is not None:
+            raise OptimArgsError(
+                "weight_decay_schedule is already carried by another lr scheduler; one lr "
+                "scheduler steps it"
+            )
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or "name" not in value:
+        raise OptimArgsTypeError(
+            "weight_decay_schedule must be a WeightDecayScheduler, a schedule name or a dict "
+            "of create_weight_decay_scheduler's arguments with 'name', e.g. {'name': "
+            f"'cosine', 'end_factor': 0.1}}; got {type(value).__name__} {value!r}"
+        )
+    arguments = {k: v for k, v in value.items() if k != "name"}
+    unknown = sorted(set(arguments) - set(_WEIGHT_DECAY_KEYS))
+    if unknown:
+        raise OptimArgsError(
+            f"weight_decay_schedule has no key {unknown[0]!r}; its keys: name, "
+            f"{', '.join(_WEIGHT_DECAY_KEYS)}"
+        )
+    if value["name"] in ("linear", "cosine"):
+        arguments.setdefault("num_training_steps", total)
+    return create_weight_decay_scheduler(value["name"], optimizer, **arguments)
+
+
+_WEIGHT_DECAY_KEYS = ("num_warmup_steps", "num_training_steps", "start_factor", "end_factor",
+                      "group_schedules")
+
+
+def check_schedule_forms(group_schedules: Any = None, weight_decay_schedule: Any = None
+                         ) -> None:
+    """What can be checked of ``group_schedules`` and ``weight_decay_schedule`` before the
+    optimizer exists (the Trainer calls it when it is built): their forms, group keys and
+    schedule names."""
+    if group_schedules is not None:
+        check_group_mapping(group_schedules, what="group_schedules")
+        for key, value in group_schedules.items():
+            name = value.get("name") if isinstance(value, Mapping) else value
+            try:
+                _lookup(name)
+            except OptimHubError as exc:
+                raise type(exc)(f"group_schedules[{key!r}]: {exc}") from exc
+    if isinstance(weight_decay_schedule, (str, Mapping)):
+        name = (weight_decay_schedule.get("name") if isinstance(weight_decay_schedule, Mapping)
+                else weight_decay_schedule)
+        check_weight_decay_schedule_name(name, what="weight_decay_schedule")
+    elif weight_decay_schedule is not None and not isinstance(
+            weight_decay_schedule, WeightDecayScheduler):
+        raise OptimArgsTypeError(
+            "weight_decay_schedule must be a schedule name, a dict of "
+            "create_weight_decay_scheduler's arguments or a WeightDecayScheduler; got "
+            f"{type(weight_decay_schedule).__name__} {weight_decay_schedule!r}"
+        )
 
 
 def _lookup(name: Any) -> _Schedule:

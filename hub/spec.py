@@ -70,6 +70,7 @@ class Capability(str, enum.Enum):
     NO_DDP = "no_ddp"
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
+    STATIC_WEIGHT_DECAY = "static_weight_decay"
 
     @property
     def explanation(self) -> str:
@@ -108,6 +109,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.SINGLE_GROUP: (
         "one learning rate and one weight decay for every parameter (it takes the model, "
         "not param groups): no param_group_rules"
+    ),
+    Capability.STATIC_WEIGHT_DECAY: (
+        "reads its weight decay once, when it is built: a change of a param group's "
+        "weight_decay between steps is ignored, so weight-decay schedules are refused"
     ),
 }
 
@@ -264,10 +269,13 @@ class OptimizerSpec:
     its plugin's builder and estimator unless the plugin registers its own.
     ``without_cuda`` are constructor keywords that replace ``fixed`` ones where CUDA is
     absent (paging off). ``constructor_weight_decay``: the backend takes weight decay as
-    one constructor argument, not per param group. ``routes``: a routed entry (a preset
-    such as ``muon``) is built by the hub's router from these routes, each stepped by its
-    own catalog optimizer; its options go to the route their ``route`` field names, or,
-    without one, to the route whose optimizer is ``base``.
+    one constructor argument, not per param group; such a backend cannot see a scheduled
+    change of a group's weight decay, so the spec must also declare
+    ``static_weight_decay`` (checked here: the two facts cannot contradict each other).
+    ``routes``: a routed entry (a preset such as ``muon``) is built by the hub's router
+    from these routes, each stepped by its own catalog optimizer; its options go to the
+    route their ``route`` field names, or, without one, to the route whose optimizer is
+    ``base``.
     """
 
     name: str
@@ -299,6 +307,12 @@ class OptimizerSpec:
         object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))
         object.__setattr__(self, "without_cuda", _frozen_mapping(self.without_cuda))
         object.__setattr__(self, "routes", tuple(self.routes))
+        if self.constructor_weight_decay and not self.has(Capability.STATIC_WEIGHT_DECAY):
+            raise ValueError(
+                "constructor_weight_decay = true: the backend takes weight decay once, as a "
+                "constructor argument, so a change of a param group's weight_decay is never "
+                f"seen; add the capability {Capability.STATIC_WEIGHT_DECAY.value!r}"
+            )
 
     def __copy__(self) -> OptimizerSpec:
         return self  # frozen: a copy (of an optimizer that refers to it) shares it

@@ -29,6 +29,10 @@ The checks, each named in the report and in a failure's message:
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
   ``target_modules``): the claim is true of the object the hub builds (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
+- ``weight_decay_changes``: for specs that take weight decay, the trained run replayed
+  with every param group's ``weight_decay`` raised before its last two steps ends
+  elsewhere, as weight-decay schedules need; a spec that declares ``static_weight_decay``
+  must end at the same weights;
 - ``declared_memory``: a spec's ``state_bytes_per_param`` matches :func:`state_bytes`
   (where it does not depend on tensor sizes: not for low-bit or low-rank specs);
 - ``missing_backend``: with the backend made unimportable, ``create_optimizer`` raises
@@ -308,6 +312,10 @@ class _CheckFailed(Exception):
     """Raised inside a check with the sentence that explains the failure."""
 
 
+class _CheckSkipped(Exception):
+    """Raised inside a check that cannot observe anything, with the reason."""
+
+
 # ============================================================================ the runs
 @dataclass(frozen=True)
 class _Config:
@@ -391,6 +399,8 @@ class _Run:
     final_params: dict[str, torch.Tensor] = field(default_factory=dict)
     snapshot: _Snapshot | None = None
     snapshot_error: BaseException | None = None
+    #: The RNG state the run started from, to replay it (the weight_decay_changes probe).
+    start_rng: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -471,13 +481,26 @@ def _finish(run: _Run, batch: torch.Tensor) -> None:
         run.final_loss = float(conformance_loss(run.model, batch))
 
 
-def _train(config: _Config, batch: torch.Tensor, resume_step: int) -> _Run:
-    """The uninterrupted run, with a checkpoint taken before step ``resume_step``."""
+def _train(config: _Config, batch: torch.Tensor, resume_step: int, *,
+           replay: _Run | None = None, raise_decay_before: int | None = None) -> _Run:
+    """The uninterrupted run, with a checkpoint taken before step ``resume_step``.
+
+    ``replay``: start from the RNG state that run started from, so that this one repeats it
+    exactly; ``raise_decay_before``: raise every param group's weight decay by 0.1 before
+    that step (the ``weight_decay_changes`` probe).
+    """
     model = config.model()
+    if replay is not None and replay.start_rng is not None:
+        _set_rng_state(model, replay.start_rng)
+    start_rng = _rng_state(model)
     run = _start(config, model, config.build(model), batch)
+    run.start_rng = start_rng
     for step in range(config.steps):
         if step == resume_step:
             _take_snapshot(run)
+        if step == raise_decay_before:
+            for group in run.optimizer.param_groups:
+                group["weight_decay"] = float(group.get("weight_decay", 0.0)) + 0.1
         run.losses.append(_train_step(run, batch))
     _finish(run, batch)
     return run
@@ -504,6 +527,9 @@ class _Checks:
             raise  # it cannot run here: not a conformance failure (see check_optimizer)
         except _CheckFailed as exc:
             self.outcomes.append(CheckOutcome(name, "failed", str(exc)))
+            return False
+        except _CheckSkipped as exc:
+            self.skip(name, str(exc))
             return False
         except Exception as exc:
             self.outcomes.append(CheckOutcome(name, "failed", _describe(exc)))
@@ -538,6 +564,7 @@ class _Checks:
             (self.fused_backward, True, has(Capability.FUSED_BACKWARD)),
             (self.layerwise_capable, False, has(Capability.LAYERWISE_CAPABLE)),
             (self.low_rank, True, has(Capability.LOW_RANK)),
+            (self.weight_decay_changes, True, self.spec.has_hyperparameter("weight_decay")),
             (self.declared_memory, True, self._memory_is_size_independent()),
             (self.needs_model, False, has(Capability.NEEDS_MODEL)),
             (self.target_modules, False, has(Capability.TARGET_MODULES)),
@@ -724,6 +751,37 @@ class _Checks:
                 f"not less than dense AdamW's {dense:.3f} on the same model"
             )
         return f"{measured:.3f} bytes/param < dense AdamW {dense:.3f}"
+
+    def weight_decay_changes(self) -> str:
+        """The trained run replayed from its seed, with every group's weight decay raised
+        by 0.1 before the last two steps: honoured (the default) means the final weights
+        differ; a spec that declares ``static_weight_decay`` means they are identical."""
+        run = self._trained()
+        if any(c.name == "loss_decreases" and not c.passed for c in self.outcomes):
+            raise _CheckSkipped("the optimizer did not train (loss_decreases), so what its "
+                                "weight decay does cannot be observed")
+        changed_at = self.config.steps - 2  # late: some backends skip their first updates
+        probe = _train(self.config, self.batch, self.resume_step, replay=run,
+                       raise_decay_before=changed_at)
+        _close(probe.optimizer)
+        same = all(torch.equal(value, run.final_params[name])
+                   for name, value in probe.final_params.items())
+        where = f"before step {changed_at + 1} of {self.config.steps}"
+        if self.spec.has(Capability.STATIC_WEIGHT_DECAY):
+            if not same:
+                raise _CheckFailed(
+                    f"the spec declares {Capability.STATIC_WEIGHT_DECAY.value}, but raising "
+                    f"group['weight_decay'] {where} changed the update: drop the capability "
+                    "(weight-decay schedules would work)"
+                )
+            return f"a change {where} is ignored, as declared"
+        if same:
+            raise _CheckFailed(
+                f"raising every param group's weight_decay by 0.1 {where} changed nothing: "
+                "the backend reads its weight decay once, so a weight-decay schedule would be "
+                f"silently ignored; declare '{Capability.STATIC_WEIGHT_DECAY.value}' in the spec"
+            )
+        return f"a change {where} changes the update"
 
     def _memory_is_size_independent(self) -> bool:
         """A declared bytes/param is checkable on the tiny model only where it does not

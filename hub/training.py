@@ -23,6 +23,11 @@ What it does per capability:
   ``fused_backward(loss, lr)`` with the scheduler's current learning rate;
 - layerwise: the update happens inside ``loss.backward()``; ``step()`` only schedules.
 
+``weight_decay_scheduler=`` (optimhub.create_weight_decay_scheduler) is stepped after every
+optimizer step, beside the lr scheduler, whatever drives that one (a metric-driven lr
+schedule included); ``state_dict()`` / ``load_state_dict()`` checkpoint both schedules and
+the accumulation count together.
+
 Combinations that cannot work are refused when the driver is built, naming the capability.
 """
 
@@ -38,10 +43,11 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .checkpoint import spec_or_none
-from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError, shown
+from .errors import CapabilityError, CheckpointError, OptimArgsError, OptimArgsTypeError, shown
 from .layerwise import LayerwiseOptimizer
 from .prepare import check_layerwise_allowed
 from .spec import Capability, OptimizerSpec
+from .weight_decay_schedules import WeightDecayScheduler
 
 __all__ = ["TrainingDriver", "check_loop_contract", "drive"]
 
@@ -51,7 +57,7 @@ def drive(
 ) -> TrainingDriver:
     """Build the :class:`TrainingDriver` for an optimizer (built by optimhub or not);
     ``settings`` are its keyword arguments (max_grad_norm, gradient_accumulation_steps,
-    model, closure)."""
+    model, closure, weight_decay_scheduler)."""
     return TrainingDriver(optimizer, scheduler, **settings)
 
 
@@ -67,10 +73,13 @@ class TrainingDriver:
         gradient_accumulation_steps: int = 1,
         model: nn.Module | None = None,
         closure: Callable[[], torch.Tensor] | None = None,
+        weight_decay_scheduler: WeightDecayScheduler | None = None,
     ) -> None:
         _check_driver_inputs(optimizer, scheduler, model, closure)
+        _check_weight_decay_scheduler(optimizer, weight_decay_scheduler)
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.weight_decay_scheduler = weight_decay_scheduler
         self.spec = spec_or_none(optimizer)  # None: a foreign optimizer, driven as plain
         self.max_grad_norm = _grad_norm(max_grad_norm)
         self.accumulation = _accumulation(gradient_accumulation_steps)
@@ -130,6 +139,8 @@ class TrainingDriver:
                 self.optimizer.step()
         if self.scheduler is not None and not self._metric_driven:
             self.scheduler.step()
+        if self.weight_decay_scheduler is not None:
+            self.weight_decay_scheduler.step()
         self.zero_grad()
         return True
 
@@ -145,6 +156,40 @@ class TrainingDriver:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the loop itself must resume: the schedulers' states and the micro-step
+        count (a checkpoint mid-accumulation resumes mid-accumulation). The optimizer and
+        the model are saved as usual, beside it. Plain data (``weights_only=True``)."""
+        return {
+            "micro_steps": self._micro_steps,
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "weight_decay_scheduler": (None if self.weight_decay_scheduler is None
+                                       else self.weight_decay_scheduler.state_dict()),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; a state for other schedulers is refused."""
+        if not isinstance(state_dict, dict) or not {
+                "micro_steps", "scheduler", "weight_decay_scheduler"} <= set(state_dict):
+            raise CheckpointError(
+                "this is not a TrainingDriver state (expected micro_steps, scheduler and "
+                "weight_decay_scheduler, as driver.state_dict() saves them)"
+            )
+        for key in ("scheduler", "weight_decay_scheduler"):
+            saved = state_dict[key] is not None
+            if saved != (getattr(self, key) is not None):
+                here = "this one has none" if saved else "this one has one"
+                raise CheckpointError(
+                    f"the saved driver {'had' if saved else 'had no'} {key}, {here}: build the "
+                    "driver with the same schedulers to resume"
+                )
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state_dict["scheduler"])
+        if self.weight_decay_scheduler is not None:
+            self.weight_decay_scheduler.load_state_dict(state_dict["weight_decay_scheduler"])
+        self._micro_steps = int(state_dict["micro_steps"])
 
     # ---- evaluation and saving -------------------------------------------------------
     @contextmanager
@@ -244,6 +289,27 @@ def _check_driver_inputs(optimizer: Any, scheduler: Any, model: Any, closure: An
     if model is not None and not isinstance(model, nn.Module):
         raise OptimArgsTypeError(
             f"model must be an nn.Module or None, got {type(model).__name__} {shown(model)}"
+        )
+
+
+def _check_weight_decay_scheduler(optimizer: torch.optim.Optimizer, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, WeightDecayScheduler):
+        raise OptimArgsTypeError(
+            "weight_decay_scheduler must be a WeightDecayScheduler (see "
+            f"optimhub.create_weight_decay_scheduler), got {type(value).__name__} {value!r}"
+        )
+    if value.optimizer is not optimizer:
+        raise OptimArgsError(
+            "the weight_decay_scheduler given is bound to another optimizer; build it for "
+            "this one: optimhub.create_weight_decay_scheduler(name, optimizer, ...)"
+        )
+    if value.carried_by is not None:
+        raise OptimArgsError(
+            "this weight_decay_scheduler is already stepped by the lr scheduler that carries "
+            "it (create_scheduler(..., weight_decay_schedule=...)); give the driver that lr "
+            "scheduler only, or the weight decay would advance twice per step"
         )
 
 

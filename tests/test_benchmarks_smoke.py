@@ -3,7 +3,7 @@ here: timings belong in benchmarks/, never in timed tests).
 
 Each script runs in its own process, as a user runs it: they set process-wide state
 (torch threads, warning filters, a frozen garbage-collector heap) that must not leak into
-the rest of the suite. The four are started together and awaited one by one, so the suite
+the rest of the suite. They are started together and awaited one by one, so the suite
 pays for the slowest rather than for the sum.
 """
 
@@ -27,6 +27,7 @@ COMMANDS = {
     "gpu_peak_memory": ["gpu_peak_memory.py", "--names", "adamw_torch,apollo_mini"],
     "layerwise_memory": ["layerwise_memory.py", "--layers", "2", "--hidden", "64",
                          "--vocab", "256"],
+    "adamweightdecay_foreach": ["adamweightdecay_foreach.py", "--rounds", "1"],
 }
 
 
@@ -114,3 +115,11 @@ def test_layerwise_memory_shows_gradients_freed_during_backward(runs):
     assert float(hub[2]) == 0.0 and float(hand[2]) == 0.0  # every gradient freed in backward
     assert hub[1] == hand[1]
     assert "hub vs by hand, peak live .grad: 1.000" in output
+
+
+def test_adamweightdecay_foreach_times_both_paths_beside_torch(runs):
+    output = finished(runs, "adamweightdecay_foreach")
+    header = table_row(output, "parameters")
+    assert header[3] == "loop/foreach" and header[-1] == "ours/torch (foreach)"
+    for label in ("200 x (64, 64)", "8 x (1024, 1024)", "200 x (64, 64) bf16"):
+        assert all(float(cell) > 0 for cell in table_row(output, label)[1:]), label

@@ -89,6 +89,10 @@ BACKEND_SOURCE = '''
 import torch
 
 
+def decay(p, lr, weight_decay):
+    p.mul_(1 - lr * weight_decay)
+
+
 class Momentum(torch.optim.Optimizer):
     """Heavy-ball SGD whose state is one buffer per parameter."""
 
@@ -97,13 +101,28 @@ class Momentum(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                decay(p, group["lr"], self.decay_of(index, group))
                 buf = self.state[p].setdefault("buf", torch.zeros_like(p))
                 buf.mul_(group["momentum"]).add_(p.grad)
                 p.add_(buf, alpha=-group["lr"])
+
+    def decay_of(self, index, group):
+        return group["weight_decay"]
+
+
+class FixedDecay(Momentum):
+    """Reads its weight decay once, at construction, and says nothing."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.9, weight_decay=0.0):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.fixed = [group["weight_decay"] for group in self.param_groups]
+
+    def decay_of(self, index, group):
+        return self.fixed[index]
 
 
 class Lazy(Momentum):
@@ -122,6 +141,7 @@ class Forgetful(Momentum):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
+                    decay(p, group["lr"], group["weight_decay"])
                     buf = hidden.setdefault(id(p), torch.zeros_like(p))
                     buf.mul_(group["momentum"]).add_(p.grad)
                     p.add_(buf, alpha=-group["lr"])
@@ -136,6 +156,7 @@ class SilentFused(Momentum):
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
+                        decay(p, lr, group["weight_decay"])
                         p.add_(p.grad, alpha=-lr)
                         p.grad = None
 
@@ -188,6 +209,8 @@ INLINE_ENTRIES = [
     (_spec("inline_understated", state_bytes_per_param=1.0), _builder("Momentum")),
     (_spec("inline_silent_fused", capabilities={"fused_backward"}), _builder("SilentFused")),
     (_spec("inline_cuda", capabilities={"cuda_only"}), _builder("Momentum")),
+    (_spec("inline_fixed_decay"), _builder("FixedDecay")),
+    (_spec("inline_falsely_static", capabilities={"static_weight_decay"}), _builder("Momentum")),
     (_spec("inline_refuses"), _refuse),
     (optimhub.OptimizerSpec(
         name="inline_not_installed", summary="a backend that is not installed",
@@ -214,8 +237,8 @@ def inline_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_in_test_plugin_passes() -> None:
     report = ot.check_optimizer("inline_momentum")
     assert [c.name for c in report.checks] == [
-        "builds", "loss_decreases", "resume", "low_bit_state", "layerwise", "declared_memory",
-        "missing_backend",
+        "builds", "loss_decreases", "resume", "low_bit_state", "layerwise",
+        "weight_decay_changes", "declared_memory", "missing_backend",
     ]
     assert report.optimizer_type == "Momentum"
     assert report.state_bytes_per_param == pytest.approx(4.0)
@@ -231,6 +254,8 @@ def test_in_test_plugin_passes() -> None:
     ("inline_fake_low_bit", "low_bit_state", "claims low_bit_state"),
     ("inline_silent_fused", "fused_backward", "silently doing nothing"),
     ("inline_understated", "declared_memory", "declares state_bytes_per_param=1"),
+    ("inline_fixed_decay", "weight_decay_changes", "declare 'static_weight_decay'"),
+    ("inline_falsely_static", "weight_decay_changes", "drop the capability"),
 ])
 def test_the_suite_catches_a_dishonest_optimizer(name: str, check: str, message: str) -> None:
     with pytest.raises(ot.ConformanceError, match=message) as info:
@@ -247,6 +272,7 @@ def test_report_without_raising_lists_the_failure() -> None:
     assert not report.ok
     assert report.outcome("loss_decreases").failed
     assert report.outcome("resume").passed  # a no-op resumes exactly, too
+    assert report.outcome("weight_decay_changes").status == "skipped"  # nothing to observe
     assert "FAILED" in report.summary()
 
 

@@ -70,7 +70,7 @@ from ..layerwise import LayerwiseOptimizer
 from ..prepare import check_layerwise_allowed
 from ..route_plan import spec_for
 from ..routed import RoutedOptimizer
-from ..schedules import create_scheduler
+from ..schedules import check_schedule_forms, create_scheduler
 from ..spec import Capability, OptimizerSpec
 from ..trainer_settings import (
     hf_default,
@@ -94,7 +94,13 @@ class OptimHubTrainer(Trainer):
     - ``optim_args``: a ``"k=v,k2=(a,b)"`` string or a dict, typed against the optimizer's
       schema (default: ``args.optim_args``);
     - ``optim_target_modules``: for low-rank optimizers (default: ``args.optim_target_modules``);
-    - ``layerwise``: step every parameter inside backward (for specs that allow it).
+    - ``layerwise``: step every parameter inside backward (for specs that allow it);
+    - ``param_group_rules``: per-parameter lr / weight decay (:class:`optimhub.ParamGroupRule`),
+      which ``group_lr_schedules`` can key by their patterns;
+    - ``group_lr_schedules``: param groups with a learning-rate schedule of their own
+      (``create_scheduler``'s ``group_schedules``);
+    - ``weight_decay_schedule``: a weight-decay schedule stepped and checkpointed with the
+      lr scheduler (``create_scheduler``'s ``weight_decay_schedule``).
 
     ``optimizers=(optimizer, scheduler)`` and ``optimizer_cls_and_kwargs=`` work as in the
     stock Trainer (and exclude ``optim=``): the objects given are used as they are, and
@@ -111,8 +117,12 @@ class OptimHubTrainer(Trainer):
         optim_args: str | Mapping[str, Any] | None = None,
         optim_target_modules: str | Sequence[str] | None = None,
         layerwise: bool = False,
+        param_group_rules: Sequence[Any] | None = None,
+        group_lr_schedules: Mapping[Any, Any] | None = None,
+        weight_decay_schedule: Any = None,
         **kwargs: Any,
     ) -> None:
+        check_schedule_forms(group_lr_schedules, weight_decay_schedule)
         super().__init__(*args, **kwargs)
         factory = _factory_kwargs(self.optimizer_cls_and_kwargs)
         given = self.optimizer is not None or (
@@ -148,6 +158,9 @@ class OptimHubTrainer(Trainer):
             else self.args.optim_target_modules
         )
         self.layerwise = layerwise or isinstance(self.optimizer, LayerwiseOptimizer)
+        self.param_group_rules = param_group_rules
+        self.group_lr_schedules = group_lr_schedules
+        self.weight_decay_schedule = weight_decay_schedule
         self._driver: TrainingDriver | None = None
         self._num_training_steps: int | None = None
         self._eval_depth = 0
@@ -284,6 +297,8 @@ class OptimHubTrainer(Trainer):
         }
         if self.layerwise:
             overrides["layerwise"] = True
+        if self.param_group_rules is not None:
+            overrides["param_group_rules"] = self.param_group_rules
         steps = self._training_steps()
         if steps is not None:
             overrides["max_steps"] = steps  # a warmup ratio (warmup_steps < 1) needs it
@@ -329,6 +344,8 @@ class OptimHubTrainer(Trainer):
             self.lr_scheduler = create_scheduler(
                 self._setting("lr_scheduler_type"), target, num_warmup_steps=warmup,
                 num_training_steps=num_training_steps, **(self.args.lr_scheduler_kwargs or {}),
+                group_schedules=self.group_lr_schedules,
+                weight_decay_schedule=self.weight_decay_schedule,
             )
             self._created_lr_scheduler = True  # HF's flag: rebuilt on the next train()
         return self.lr_scheduler
