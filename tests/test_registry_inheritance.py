@@ -24,10 +24,12 @@ SNAPSHOT = Path(__file__).parent / "data" / "resolved_specs_v0.1.json"
 
 #: What changed on purpose since the snapshot (name -> field -> new value).
 DELIBERATE = {
-    # LOMO's "one lr and one decay" became a capability the core enforces.
-    "lomo": {"capabilities": ["fused_backward", "needs_model", "no_ddp", "single_group"]},
+    # LOMO's "one lr and one decay" became a capability the core enforces, and so did
+    # "reads its weight decay once" (weight-decay schedules are refused for it).
+    "lomo": {"capabilities": ["fused_backward", "needs_model", "no_ddp", "single_group",
+                              "static_weight_decay"]},
     "adalomo": {"capabilities": ["cuda_only", "fused_backward", "needs_model", "no_ddp",
-                                 "single_group"]},
+                                 "single_group", "static_weight_decay"]},
     # Precision and paging variants now say what they are derived from.
     "adamw_torch_fused": {"base": "adamw_torch"},
     "paged_adamw_8bit": {"base": "adamw_bnb_8bit"},
