@@ -28,11 +28,12 @@ import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from .errors import OptimArgsError, OptimArgsTypeError, closest
 from .errors import shown as quoted
 from .spec import ArgSpec, OptimizerSpec
+from .tokens import QUOTES as _QUOTES
+from .tokens import Token, span, tokenize
 
 __all__ = [
     "MAX_OPTIM_ARGS_LENGTH",
@@ -56,8 +57,6 @@ _NONE_WORDS = frozenset({"none", "null"})
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
 _DELIMITERS = ",=()"
-_QUOTES = "'\""
-_SPECIAL = _DELIMITERS + _QUOTES
 _INT_SAMPLES = ("1", "2", "3", "4")
 _FLOAT_SAMPLES = ("0.9", "0.95", "0.99", "0.999")
 _EXCERPT = 60
@@ -101,49 +100,13 @@ _ENTRY_HINT = 'Write entries as key=value separated by single commas, e.g. "rank
 # --------------------------------------------------------------------------- tokens
 
 
-@dataclass(frozen=True)
-class _Tok:
-    """One lexical token: a delimiter (its own character), a bare word or a quoted text."""
-
-    kind: str  # "," "=" "(" ")" "word" "quoted"
-    text: str
-    start: int
-    end: int
-
-
-def _tokenize(text: str, optimizer: str) -> list[_Tok]:
-    """Cut text into tokens in one left-to-right pass; quotes are matched here."""
-    tokens: list[_Tok] = []
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif char in _DELIMITERS:
-            tokens.append(_Tok(char, char, i, i + 1))
-            i += 1
-        elif char in _QUOTES:
-            close = text.find(char, i + 1)
-            if close < 0:
-                raise _grammar_error(
-                    optimizer,
-                    f"unterminated quote {char} in {_show(text[i:])}",
-                    "Close the quoted value with the same quote character.",
-                )
-            tokens.append(_Tok("quoted", text[i + 1 : close], i, close + 1))
-            i = close + 1
-        else:
-            j = i
-            while j < n and not (text[j].isspace() or text[j] in _SPECIAL):
-                j += 1
-            tokens.append(_Tok("word", text[i:j], i, j))
-            i = j
-    return tokens
-
-
-def _span(text: str, tokens: Sequence[_Tok]) -> str:
-    """The original text covered by a run of tokens."""
-    return text[tokens[0].start : tokens[-1].end] if tokens else ""
+def _tokenize(text: str, optimizer: str) -> list[Token]:
+    """Cut text into tokens (hub/tokens.py); an unterminated quote is a grammar error."""
+    return tokenize(text, delimiters=_DELIMITERS, unterminated=lambda char, rest: _grammar_error(
+        optimizer,
+        f"unterminated quote {char} in {_show(rest)}",
+        "Close the quoted value with the same quote character.",
+    ))
 
 
 # --------------------------------------------------------------------------- grammar
@@ -186,10 +149,10 @@ def split_optim_args(text: str, *, optimizer: str = "") -> dict[str, RawValue]:
     return result
 
 
-def _split_entries(text: str, tokens: list[_Tok], optimizer: str) -> list[list[_Tok]]:
+def _split_entries(text: str, tokens: list[Token], optimizer: str) -> list[list[Token]]:
     """Cut the token list at top-level commas; refuse empty entries with their position."""
-    entries: list[list[_Tok]] = [[]]
-    commas: list[_Tok] = []
+    entries: list[list[Token]] = [[]]
+    commas: list[Token] = []
     depth = 0
     for tok in tokens:
         if tok.kind == "," and depth == 0:
@@ -208,7 +171,7 @@ def _split_entries(text: str, tokens: list[_Tok], optimizer: str) -> list[list[_
 
 
 def _empty_entry_error(
-    text: str, index: int, count: int, commas: list[_Tok], optimizer: str
+    text: str, index: int, count: int, commas: list[Token], optimizer: str
 ) -> OptimArgsError:
     """Name the kind of empty entry: leading comma, trailing comma or two in a row."""
     if index == 0:
@@ -222,16 +185,16 @@ def _empty_entry_error(
     return _grammar_error(optimizer, problem, _ENTRY_HINT)
 
 
-def _parse_entry(text: str, entry: list[_Tok], optimizer: str) -> tuple[str, RawValue]:
+def _parse_entry(text: str, entry: list[Token], optimizer: str) -> tuple[str, RawValue]:
     """One ``key=value`` entry: check the key, then hand the value tokens on."""
-    raw = _span(text, entry)
+    raw = span(text, entry)
     eq = next((i for i, tok in enumerate(entry) if tok.kind == "="), None)
     if eq is None:
         raise _grammar_error(optimizer, f'{_show(raw)} has no "="', _ENTRY_HINT)
     key_tokens, value_tokens = entry[:eq], entry[eq + 1 :]
     if not key_tokens:
         raise _grammar_error(optimizer, f"{_show(raw)} has an empty key", _ENTRY_HINT)
-    key = _span(text, key_tokens)
+    key = span(text, key_tokens)
     if len(key_tokens) != 1 or key_tokens[0].kind != "word" or not _KEY_RE.fullmatch(key):
         raise _grammar_error(
             optimizer,
@@ -246,9 +209,9 @@ def _parse_entry(text: str, entry: list[_Tok], optimizer: str) -> tuple[str, Raw
     return key, _parse_value(text, value_tokens, key, optimizer)
 
 
-def _parse_value(text: str, tokens: list[_Tok], key: str, optimizer: str) -> RawValue:
+def _parse_value(text: str, tokens: list[Token], key: str, optimizer: str) -> RawValue:
     """The value tokens of one entry: a single scalar or one parenthesised tuple."""
-    raw = f"{key}={_span(text, tokens)}"
+    raw = f"{key}={span(text, tokens)}"
     if any(tok.kind == "=" for tok in tokens):
         raise _grammar_error(
             optimizer,
@@ -267,12 +230,12 @@ def _parse_value(text: str, tokens: list[_Tok], key: str, optimizer: str) -> Raw
     return _scalar(text, tokens, raw, optimizer)
 
 
-def _scalar(text: str, tokens: Sequence[_Tok], raw: str, optimizer: str) -> str:
+def _scalar(text: str, tokens: Sequence[Token], raw: str, optimizer: str) -> str:
     """Exactly one word or quoted token; several mean spaces or bare+quoted text mixed."""
     if len(tokens) != 1:
         raise _grammar_error(
             optimizer,
-            f"the value {_show(_span(text, tokens))} in {_show(raw)} is not one token "
+            f"the value {_show(span(text, tokens))} in {_show(raw)} is not one token "
             "(it has spaces inside, or mixes quoted and bare text)",
             "Quote a value that contains spaces, e.g. name='a b'.",
         )
@@ -280,7 +243,7 @@ def _scalar(text: str, tokens: Sequence[_Tok], raw: str, optimizer: str) -> str:
     return _QuotedStr(tok.text) if tok.kind == "quoted" else tok.text
 
 
-def _parse_tuple(text: str, tokens: list[_Tok], raw: str, optimizer: str) -> tuple[str, ...]:
+def _parse_tuple(text: str, tokens: list[Token], raw: str, optimizer: str) -> tuple[str, ...]:
     """``(a,b,...)``: one level only, ``()`` and one trailing comma allowed."""
     close = next((i for i, tok in enumerate(tokens) if tok.kind == ")"), None)
     inner_open = next((i for i, tok in enumerate(tokens[1:], 1) if tok.kind == "("), None)
@@ -305,11 +268,11 @@ def _parse_tuple(text: str, tokens: list[_Tok], raw: str, optimizer: str) -> tup
     return tuple(_tuple_items(text, tokens[1:close], raw, optimizer))
 
 
-def _tuple_items(text: str, inner: list[_Tok], raw: str, optimizer: str) -> list[str]:
+def _tuple_items(text: str, inner: list[Token], raw: str, optimizer: str) -> list[str]:
     """Split the inside of a tuple at commas; an empty item is allowed only as ``(a,)``."""
     if not inner:
         return []
-    groups: list[list[_Tok]] = [[]]
+    groups: list[list[Token]] = [[]]
     for tok in inner:
         if tok.kind == ",":
             groups.append([])

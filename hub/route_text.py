@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .errors import OptimArgsError, RoutingError, shorten
 from .optim_args import RawValue, split_optim_args
+from .tokens import Token, tokenize
 
 __all__ = ["ARROW", "RouteText", "format_term", "is_route_text", "parse_route_text",
            "split_terms"]
@@ -84,51 +85,18 @@ def quote(text: str) -> str:
     return repr(shorten(text, 120))
 
 
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # "word", "quoted", one of ; , ( ) = or "->"
-    text: str
-    start: int
-    end: int
-
-
 _DELIMS = ";,()="
-_QUOTES = "'\""
 _BARE_PATTERN = re.compile(r"[^\s,;()='\"]+")
 
 
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif text.startswith(ARROW, i):
-            tokens.append(_Tok(ARROW, ARROW, i, i + 2))
-            i += 2
-        elif char in _DELIMS:
-            tokens.append(_Tok(char, char, i, i + 1))
-            i += 1
-        elif char in _QUOTES:
-            close = text.find(char, i + 1)
-            if close < 0:
-                raise RoutingError(f"route text {quote(text)}: unterminated quote {char}")
-            tokens.append(_Tok("quoted", text[i + 1:close], i, close + 1))
-            i = close + 1
-        else:
-            j = i
-            while j < n and not (text[j].isspace() or text[j] in _DELIMS or text[j] in _QUOTES
-                                 or text.startswith(ARROW, j)):
-                j += 1
-            tokens.append(_Tok("word", text[i:j], i, j))
-            i = j
-    return tokens
+def _tokenize(text: str) -> list[Token]:
+    return tokenize(text, delimiters=_DELIMS, operators=(ARROW,), unterminated=lambda char, _:
+                    RoutingError(f"route text {quote(text)}: unterminated quote {char}"))
 
 
-def _split(tokens: list[_Tok], separator: str) -> list[list[_Tok]]:
+def _split(tokens: list[Token], separator: str) -> list[list[Token]]:
     """Cut at top-level separators (not inside parentheses)."""
-    parts: list[list[_Tok]] = [[]]
+    parts: list[list[Token]] = [[]]
     depth = 0
     for tok in tokens:
         if tok.kind == "(":
@@ -142,7 +110,7 @@ def _split(tokens: list[_Tok], separator: str) -> list[list[_Tok]]:
     return parts
 
 
-def _join(tokens: list[_Tok]) -> str:
+def _join(tokens: list[Token]) -> str:
     """One selector term from its tokens: ``re:`` followed by a quoted pattern is one term."""
     if len(tokens) == 1:
         return tokens[0].text
@@ -156,7 +124,7 @@ def _join(tokens: list[_Tok]) -> str:
     )
 
 
-def _parse_route(tokens: list[_Tok], text: str) -> RouteText:
+def _parse_route(tokens: list[Token], text: str) -> RouteText:
     source = text[tokens[0].start:tokens[-1].end]
     arrows = [i for i, t in enumerate(tokens) if t.kind == ARROW]
     if len(arrows) != 1:
