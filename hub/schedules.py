@@ -839,16 +839,7 @@ def _weight_decay_scheduler(value: Any, optimizer: Optimizer, total: int | None
     if value is None:
         return None
     if isinstance(value, WeightDecayScheduler):
-        if value.optimizer is not optimizer:
-            raise OptimArgsError(
-                "weight_decay_schedule is bound to another optimizer; build it for this one: "
-                "optimhub.create_weight_decay_scheduler(name, optimizer, ...)"
-            )
-        if value.carried_by is not None:
-            raise OptimArgsError(
-                "weight_decay_schedule is already carried by another lr scheduler; one lr "
-                "scheduler steps it"
-            )
+        value.check_free_for(optimizer, what="weight_decay_schedule")
         return value
     if isinstance(value, str):
         value = {"name": value}

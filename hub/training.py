@@ -300,17 +300,7 @@ def _check_weight_decay_scheduler(optimizer: torch.optim.Optimizer, value: Any) 
             "weight_decay_scheduler must be a WeightDecayScheduler (see "
             f"optimhub.create_weight_decay_scheduler), got {type(value).__name__} {value!r}"
         )
-    if value.optimizer is not optimizer:
-        raise OptimArgsError(
-            "the weight_decay_scheduler given is bound to another optimizer; build it for "
-            "this one: optimhub.create_weight_decay_scheduler(name, optimizer, ...)"
-        )
-    if value.carried_by is not None:
-        raise OptimArgsError(
-            "this weight_decay_scheduler is already stepped by the lr scheduler that carries "
-            "it (create_scheduler(..., weight_decay_schedule=...)); give the driver that lr "
-            "scheduler only, or the weight decay would advance twice per step"
-        )
+    value.check_free_for(optimizer, what="weight_decay_scheduler")
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -133,6 +133,22 @@ class WeightDecayScheduler:
             )
         self.set_step(self.last_step + 1)
 
+    def check_free_for(self, optimizer: torch.optim.Optimizer, *, what: str) -> None:
+        """Raise unless this scheduler belongs to ``optimizer`` and no lr scheduler carries
+        it yet: a scheduler stepped by two owners would advance the decay twice a step."""
+        if self.optimizer is not optimizer:
+            raise OptimArgsError(
+                f"{what} is bound to another optimizer; build it for this one: "
+                "optimhub.create_weight_decay_scheduler(name, optimizer, ...)"
+            )
+        if self.carried_by is not None:
+            raise OptimArgsError(
+                f"{what} is already carried by an lr scheduler (create_scheduler(..., "
+                "weight_decay_schedule=...)), which steps it: give the driver that lr "
+                "scheduler only, and carry it by one lr scheduler, or the weight decay would "
+                "advance twice per step"
+            )
+
     def set_step(self, step: int) -> None:
         """Go to optimizer step ``step`` (the carrying lr scheduler's ``last_epoch``)."""
         self.last_step = int(step)

@@ -328,7 +328,7 @@ def test_a_carried_schedule_cannot_also_be_stepped_alone_or_by_the_driver():
     scheduler = optimhub.create_scheduler("constant", optimizer, weight_decay_schedule=wd)
     with pytest.raises(CapabilityError, match="stepped by the lr scheduler that carries it"):
         wd.step()
-    with pytest.raises(OptimArgsError, match="already stepped by the lr scheduler"):
+    with pytest.raises(OptimArgsError, match="already carried by an lr scheduler"):
         drive(optimizer, scheduler, weight_decay_scheduler=wd)
     with pytest.raises(OptimArgsError, match="already carried"):
         optimhub.create_scheduler("constant", optimizer, weight_decay_schedule=wd)
