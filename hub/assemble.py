@@ -9,20 +9,13 @@ replacing them where CUDA is absent), and whether weight decay is one constructo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from .arguments import OptimizerArguments
 from .backends import cuda_available
 from .build import BuildRequest
-from .param_groups import (
-    NO_DECAY_NAME_PATTERNS,
-    ParamGroups,
-    build_param_groups,
-    decay_parameter_names,
-    parse_rules,
-)
+from .param_groups import ParamGroups, build_param_groups, no_decay_by_name, parse_rules
 from .parameter_source import ParameterSource
 from .prepare import Prepared
 from .spec import OptimizerSpec
@@ -97,11 +90,12 @@ def _param_groups(prepared: Prepared) -> ParamGroups:
 
 
 def _decay_names(source: ParameterSource) -> set[str] | None:
-    if source.module is not None:
-        return decay_parameter_names(source.module)
-    if all(n.startswith("params.") for n, _ in source.named):
+    """HF's decayed names: by module type (noted when the model was walked) and by name.
+    For a model this is ``decay_parameter_names(model)`` on every listed parameter
+    (tested), without a second walk of the module tree."""
+    if source.module is None and all(n.startswith("params.") for n, _ in source.named):
         return None  # bare parameters carry no names: every one decays
-    patterns = [re.compile(p) for p in NO_DECAY_NAME_PATTERNS]
-    return {n for n, _ in source.named if not any(p.search(n.lower()) for p in patterns)}
+    excluded = source.in_no_decay_module
+    return {n for n, _ in source.named if n not in excluded and not no_decay_by_name(n)}
 
 

@@ -42,6 +42,9 @@ class _TensorSet:
         ref = self._refs.get(id(tensor))
         return ref is not None and ref() is tensor
 
+    def __len__(self) -> int:
+        return len(self._refs)
+
 
 #: Parameters stepped inside backward by a live (not closed) LayerwiseOptimizer: another
 #: optimizer on them would step them twice, or never see a gradient.
