@@ -487,3 +487,18 @@ def test_a_checkpoint_that_kept_the_whole_factor_loads_into_a_compact_projector(
     for (param_name, a), b in zip(straight_model.named_parameters(),
                                   resumed_model.parameters(), strict=True):
         assert torch.equal(a, b), param_name
+
+
+def test_projectors_are_put_in_place_at_the_first_step_not_at_build():
+    """Building costs what galore-torch's constructor costs (no per-parameter object is
+    made), and the first step finds a compact projector for every target, as
+    galore-torch would have made its own there."""
+    from optimhub.plugins._galore_projector import CompactGaLoreProjector
+
+    model = make_tiny_lm()
+    optimizer = build("galore_adamw", model)
+    assert len(optimizer.state) == 0
+    run(model, optimizer, 1)
+    targets = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    assert len(targets) == 12
+    assert all(type(optimizer.state[p]["projector"]) is CompactGaLoreProjector for p in targets)
