@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
               f"  python benchmarks/gpu_peak_memory.py [--names a,b] [--dtype {options.dtype}] "
               "[--jobs 4] [--budget 540]\n"
               f"names it would measure: {','.join(names)}\n"
-              "(--dry-run rehearses every name's run on the CPU with a tiny model)")
+              + "".join(f"skipped: {name}: {why}\n" for name, why in skipped)
+              + "(--dry-run rehearses every name's run on the CPU with a tiny model)")
         return 0
 
     started = time.perf_counter()
