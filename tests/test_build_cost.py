@@ -9,6 +9,7 @@ from __future__ import annotations
 import cProfile
 import gc
 import pstats
+import re
 
 import pytest
 import torch
@@ -162,3 +163,30 @@ def test_build_calls_grow_linearly_and_close_to_the_by_hand_build(name):
     per_tensor = (hub_calls[1] - hub_calls[0]) / (4 * 9)
     by_hand_per_tensor = (hand_calls[1] - hand_calls[0]) / (4 * 9)
     assert per_tensor <= 1.5 * by_hand_per_tensor, (per_tensor, by_hand_per_tensor)
+
+
+def test_every_no_decay_pattern_needs_one_of_the_prefilter_literals():
+    """``no_decay_by_name`` runs the regex only on names holding ``bias`` or ``norm``. That
+    is exact while every pattern is a plain run of letters holding one of them, between
+    optional non-capturing groups (no top-level alternation, nothing optional outside the
+    groups): then every match contains the run. If HF's list gains a pattern of another
+    shape, this fails and the prefilter must change with it."""
+    from optimhub import param_groups
+
+    shape = re.compile(r"(?:\(\?:[^()]*\))*(?P<run>[a-z_]+)(?:\(\?:[^()]*\))*")
+    for pattern in param_groups.NO_DECAY_NAME_PATTERNS:
+        found = shape.fullmatch(pattern)
+        assert found is not None, pattern
+        assert any(lit in found["run"] for lit in param_groups._NO_DECAY_LITERALS), pattern
+
+
+@pytest.mark.parametrize("name", [
+    "model.layers.0.input_layernorm.weight", "norm.weight", "x.norm", "a.normalizer.weight",
+    "blocks.0.attn.q_proj.bias", "Final_RMSNorm.weight", "layer_norm_scale", "ln_f.weight",
+    "group_norm.weight", "enorm", "transformer.h.0.ln_1.weight", "lm_head.weight",
+])
+def test_the_prefiltered_name_test_is_the_regex(name):
+    from optimhub import param_groups
+
+    plain = any(re.search(p, name.lower()) for p in param_groups.NO_DECAY_NAME_PATTERNS)
+    assert param_groups.no_decay_by_name(name) is plain
