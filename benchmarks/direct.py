@@ -69,15 +69,26 @@ def hub_kwargs(name: str, rank: int) -> dict[str, Any]:
     spec = optimhub.get_spec(name)
     if spec.has("target_modules"):
         kwargs["optim_target_modules"] = TARGET_MODULES
+    if "rank" in spec.args:  # a routed preset's low-rank route targets its own matrices
         kwargs["optim_args"] = f"rank={FIXED_RANK.get(name, rank)}"
     return kwargs
+
+
+def hub_name(name: str) -> Any:
+    """What the hub builds for ``name`` on a whole model: a matrix-only name (the Muon
+    family) in its routed form, the rest to AdamW."""
+    if optimhub.get_spec(name).has("matrix_only"):
+        from optimhub.routing import matrix_only_routes
+
+        return matrix_only_routes(name)
+    return name
 
 
 def measure_hub(name: str, model: nn.Module, data: list[torch.Tensor], rank: int,
                 loss: Loss = lm_loss) -> int:
     """Bytes of state after ``len(data)`` steps of the optimizer the hub builds (driven by
     ``optimhub.drive``, so schedule-free, fused-backward and layerwise names step right)."""
-    optimizer = optimhub.create_optimizer(name, model, **hub_kwargs(name, rank))
+    optimizer = optimhub.create_optimizer(hub_name(name), model, **hub_kwargs(name, rank))
     driver = optimhub.drive(optimizer, model=model)
     for batch in data:
         driver.backward(loss(model, batch))
@@ -109,7 +120,8 @@ def target_names(model: nn.Module) -> set[str]:
 #: float32 gradient it keeps ``Vh[:rank]`` / ``U[:, :rank]`` as views, which keep the whole
 #: factor alive; the hub's projector keeps only those rows / columns.
 SVD_PROJECTED = frozenset({"galore_adamw", "galore_adamw_layerwise", "galore_adafactor",
-                           "galore_adafactor_layerwise"})
+                           "galore_adafactor_layerwise",
+                           "galore_plus_adamw_8bit"})  # its matrix route is galore_adamw
 #: Of those, the ones that cast every gradient to float32 first (GaLore's Adafactor).
 FLOAT32_GRADIENTS = frozenset({"galore_adafactor", "galore_adafactor_layerwise"})
 
@@ -171,8 +183,9 @@ class DirectRun:
         loss.backward()
         if self.kind == "layerwise":
             return  # stepped in the hooks
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for each in self.optimizers:  # several for the routed names: one per route
+            each.step()
+            each.zero_grad(set_to_none=True)
 
     def state_bytes(self) -> int:
         return sum(state_bytes(o) for o in self.optimizers)
@@ -235,24 +248,30 @@ def _bnb(cls: str, bits: int, **kwargs: Any) -> Callable[[nn.Module, int], Direc
     module; here per parameter, dropped afterwards). Paging only where CUDA is."""
 
     def build(model: nn.Module, rank: int) -> DirectRun:
-        import bitsandbytes as bnb
-
-        extra = dict(kwargs)
-        if "is_paged" in extra:
-            extra["is_paged"] = extra["is_paged"] and torch.cuda.is_available()
-        optimizer = getattr(bnb.optim, cls)(hf_groups(model), optim_bits=bits, **extra)
-        run = DirectRun([optimizer])
-        if bits == 8:
-            manager = bnb.optim.GlobalOptimManager.get_instance()
-            for module in model.modules():
-                if isinstance(module, nn.Embedding) and module.weight.requires_grad:
-                    manager.override_config(module.weight, "optim_bits", 32)
-                    key = id(module.weight)
-                    run.cleanup.append(lambda key=key: manager.pid2config.pop(key, None))
-                    weakref.finalize(module.weight, manager.pid2config.pop, key, None)
-        return run
+        return _bnb_run(cls, bits, model, hf_groups(model), **kwargs)
 
     return build
+
+
+def _bnb_run(cls: str, bits: int, model: nn.Module, groups: list[dict[str, Any]],
+             **kwargs: Any) -> DirectRun:
+    """One bnb optimizer on ``groups`` of ``model`` (see :func:`_bnb`)."""
+    import bitsandbytes as bnb
+
+    extra = dict(kwargs)
+    if "is_paged" in extra:
+        extra["is_paged"] = extra["is_paged"] and torch.cuda.is_available()
+    optimizer = getattr(bnb.optim, cls)(groups, optim_bits=bits, **extra)
+    run = DirectRun([optimizer])
+    if bits == 8:
+        manager = bnb.optim.GlobalOptimManager.get_instance()
+        for module in model.modules():
+            if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+                manager.override_config(module.weight, "optim_bits", 32)
+                key = id(module.weight)
+                run.cleanup.append(lambda key=key: manager.pid2config.pop(key, None))
+                weakref.finalize(module.weight, manager.pid2config.pop, key, None)
+    return run
 
 
 def _imported(module: str, attribute: str) -> Callable[..., Any]:
@@ -291,6 +310,48 @@ def _torchao(attribute: str) -> Callable[[nn.Module, int], DirectRun]:
 def _schedulefree(attribute: str, **kwargs: Any) -> Callable[[nn.Module, int], DirectRun]:
     construct = _imported("schedulefree", attribute)
     return _plain(lambda g: construct(g, lr=LR, **kwargs), kind="schedule_free")
+
+
+def _hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The split users write for Muon by hand: the 2-D weights of the blocks (no embedding,
+    no head), and everything else."""
+    matrices, rest = [], []
+    for name, param in model.named_parameters():
+        hidden = param.ndim >= 2 and "embed" not in name and "lm_head" not in name
+        (matrices if hidden else rest).append(param)
+    return matrices, rest
+
+
+def _muon(adjust_lr_fn: str | None) -> Callable[[nn.Module, int], DirectRun]:
+    """torch's Muon on the hidden matrices, AdamW on the rest (HF's decay split)."""
+
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        matrices, rest = _hidden_matrices(model)
+        chosen = {id(p) for p in rest}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) in chosen]}
+                  for g in hf_groups(model)]
+        return DirectRun([
+            torch.optim.Muon(matrices, lr=LR, weight_decay=0.0, adjust_lr_fn=adjust_lr_fn),
+            torch.optim.AdamW([g for g in groups if g["params"]], **_ADAM),
+        ])
+
+    return build
+
+
+def _galore_plus_adamw_8bit(model: nn.Module, rank: int) -> DirectRun:
+    """GaLore on the attention and MLP weights, bnb's 8-bit AdamW on the rest: two
+    optimizers, as users combine them by hand."""
+    targets = target_names(model)
+    named = dict(model.named_parameters())
+    galore = _galore_adamw([{"params": [named[n] for n in named if n in targets],
+                             "weight_decay": 0.0, "rank": rank, **_GALORE}],
+                           **_ADAM, no_deprecation_warning=True)
+    chosen = {id(p) for n, p in named.items() if n not in targets}
+    groups = [{**g, "params": [p for p in g["params"] if id(p) in chosen]}
+              for g in hf_groups(model)]
+    rest = _bnb_run("AdamW", 8, model, [g for g in groups if g["params"]], **_ADAM,
+                    is_paged=False)
+    return DirectRun([galore, *rest.optimizers], cleanup=rest.cleanup)
 
 
 #: name -> how to build it by hand: (model, rank) -> DirectRun.
@@ -338,6 +399,9 @@ DIRECT: dict[str, Callable[[nn.Module, int], DirectRun]] = {
     "schedule_free_radam": _schedulefree("RAdamScheduleFree", betas=BETAS, eps=EPS),
     "schedule_free_sgd": _schedulefree("SGDScheduleFree"),
     "sign_sgd": _plain(lambda g: _imported("optimhub_example_plugin", "SignSGD")(g, lr=LR)),
+    "muon_torch": _muon(None),
+    "muon": _muon("match_rms_adamw"),
+    "galore_plus_adamw_8bit": _galore_plus_adamw_8bit,
 }
 
 

@@ -622,6 +622,9 @@ def select_names(requested: list[str] | None) -> tuple[list[str], list[tuple[str
             skipped.append((spec.name, f"backend not installed ({spec.install_command})"))
         elif spec.has(optimhub.Capability.CUDA_ONLY) and not torch.cuda.is_available():
             skipped.append((spec.name, "CUDA only, and there is no CUDA device here"))
+        elif spec.routed or spec.has(optimhub.Capability.MATRIX_ONLY):
+            skipped.append((spec.name, "routed (one optimizer per route): "
+                            "benchmarks/routed.py times it against its routes"))
         elif spec.name not in DIRECT:
             skipped.append((spec.name, "no by-hand construction in benchmarks/direct.py"))
         else:

@@ -92,6 +92,16 @@ LOOP_DUTIES: dict[Capability, str] = {
         "Train in one process: building it for a `DistributedDataParallel` model raises "
         "`CapabilityError` (see [distributed.md](distributed.md))."
     ),
+    Capability.SINGLE_GROUP: (
+        "Nothing in the loop. `param_group_rules` are refused: it applies one learning rate "
+        "and one weight decay to every parameter."
+    ),
+    Capability.MATRIX_ONLY: (
+        "Give it the weight matrices only, with a fallback for the rest: build the routed "
+        "form (`'matrix, conv -> NAME; * -> adamw_torch'`, or a preset such as `muon`; see "
+        "[user-guide.md](user-guide.md#routing)). A plain `create_optimizer(NAME, model)` on "
+        "a model with vectors raises `CapabilityError` naming that form."
+    ),
 }
 
 HEADER = (
@@ -206,6 +216,14 @@ def optimizers_page(catalog: Mapping[str, OptimizerSpec]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _route_note(spec: OptimizerSpec, arg: ArgSpec) -> str:
+    """For a routed entry: which route the option goes to."""
+    if not spec.routes:
+        return ""
+    route = arg.route or next(t.name for t in spec.routes if t.optimizer == spec.base)
+    return f" (route `{route}`)"
+
+
 def _optimizer_section(spec: OptimizerSpec) -> list[str]:
     lines = [f"### `{spec.name}`", "", spec.summary, ""]
     facts = [("install", _install(spec))]
@@ -222,6 +240,10 @@ def _optimizer_section(spec: OptimizerSpec) -> list[str]:
         facts.append(("constructor keywords it pins", pinned))
     if spec.base:
         facts.append(("variant of", f"[`{spec.base}`](#{spec.base})"))
+    if spec.routes:
+        routes = "; ".join(f"`{t.name}`: `{', '.join(t.select)}` → [`{t.optimizer}`]"
+                           f"(#{t.optimizer})" for t in spec.routes)
+        facts.append(("routes (the first that selects a parameter takes it)", routes))
     if spec.min_version:
         facts.append(("needs", f"`{spec.distribution}>={spec.min_version}`"))
     if spec.state_bytes_per_param is not None:
@@ -242,7 +264,7 @@ def _optimizer_section(spec: OptimizerSpec) -> list[str]:
             arg.type,
             _default(arg),
             arg.describe_allowed(),
-            arg.doc,
+            arg.doc + _route_note(spec, arg),
         ]
         for arg in spec.args.values()
     ]

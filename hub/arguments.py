@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import OptimArgsError, OptimArgsTypeError, closest
+from .errors import OptimArgsError, OptimArgsTypeError, closest, shown
+from .role_types import WEIGHT_DECAY_POLICIES
 
 __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 
@@ -25,9 +26,13 @@ __all__ = ["OptimizerArguments", "resolve_arguments", "resolve_warmup_steps"]
 class OptimizerArguments:
     """The optimizer-related fields of HF ``TrainingArguments``, with HF's defaults.
 
-    ``param_group_rules`` and ``layerwise`` are optimhub's own additions: per-parameter
-    ``lr`` / ``weight_decay`` overrides (see :class:`optimhub.ParamGroupRule`), and the
-    optimizer-in-backward mode for any spec that allows it. ``warmup_steps``
+    ``param_group_rules``, ``layerwise``, ``weight_decay_policy`` and ``layer_decay`` are
+    optimhub's own additions: per-parameter ``lr`` / ``weight_decay`` overrides (see
+    :class:`optimhub.ParamGroupRule`); the optimizer-in-backward mode for any spec that
+    allows it; which parameters ``weight_decay`` applies to (``"hf"``: HF's name-based
+    split; ``"matrices"`` / ``"matrices_and_embeddings"``: by role, see
+    ``optimhub.param_groups.WEIGHT_DECAY_POLICIES``); and timm's layer-wise learning-rate
+    decay (block ``i`` of ``L`` trains at ``lr * layer_decay ** (L + 1 - depth)``). ``warmup_steps``
     and ``max_steps`` matter to optimizers with a warmup of their own (schedule-free):
     as in HF, a ``warmup_steps`` below 1 is a ratio of ``max_steps``.
     """
@@ -43,6 +48,14 @@ class OptimizerArguments:
     warmup_steps: float = 0
     max_steps: int = -1
     layerwise: bool = False
+    weight_decay_policy: str = "hf"
+    layer_decay: float | None = None
+    #: The fields the user gave explicitly (set by :func:`resolve_arguments`, not an
+    #: argument): a dict key or keyword, or, read from an object, a value other than the
+    #: default. A TrainingArguments left at HF's defaults always carries betas and eps;
+    #: only an explicit value the optimizer cannot use is an error.
+    explicit: frozenset[str] | None = field(default=None, init=False, repr=False,
+                                            compare=False)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -61,7 +74,8 @@ class OptimizerArguments:
                                     total_name="max_steps")
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments))
+FIELDS = tuple(f.name for f in dataclasses.fields(OptimizerArguments) if f.init)
+_DEFAULTS = OptimizerArguments()
 #: Short spellings users know from torch optimizers, accepted as overrides and dict keys.
 SHORT_NAMES = {"lr": "learning_rate", "eps": "adam_epsilon", "betas": ("adam_beta1", "adam_beta2")}
 
@@ -69,9 +83,11 @@ SHORT_NAMES = {"lr": "learning_rate", "eps": "adam_epsilon", "betas": ("adam_bet
 def resolve_arguments(args: Any = None, overrides: Mapping[str, Any] | None = None
                       ) -> OptimizerArguments:
     """Merge ``args`` (any accepted form) and ``overrides`` into validated arguments."""
-    values = _read(args)
-    values.update(_normalise(dict(overrides or {}), source="keyword argument"))
+    values, explicit = _read(args)
+    given = _normalise(dict(overrides or {}), source="keyword argument")
+    values.update(given)
     resolved = OptimizerArguments(**values)
+    object.__setattr__(resolved, "explicit", frozenset(explicit | given.keys()))
     _validate(resolved)
     return resolved
 
@@ -97,45 +113,65 @@ def resolve_warmup_steps(
         return 0
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real):
         raise OptimArgsTypeError(
-            f"{warmup_name}={warmup!r} ({type(warmup).__name__}) is not a number: give a whole "
-            f"number of steps (e.g. 100) or a ratio of {total_name} in (0, 1) (e.g. 0.05)"
+            f"{warmup_name}={shown(warmup)} ({type(warmup).__name__}) is not a number: give a "
+            f"whole number of steps (e.g. 100) or a ratio of {total_name} in (0, 1) (e.g. 0.05)"
         )
     if not math.isfinite(warmup) or warmup < 0:
         raise OptimArgsError(
-            f"{warmup_name}={warmup!r} is not valid: a warmup is a whole number of steps >= 0 "
+            f"{warmup_name}={shown(warmup)} is not valid: a warmup is a whole number of steps >= 0 "
             f"or a ratio of {total_name} in (0, 1)"
         )
     if warmup == 0 or warmup >= 1:
         if warmup != int(warmup):
             raise OptimArgsError(
-                f"{warmup_name}={warmup!r} is neither a whole number of steps nor a ratio below "
-                f"1: give {math.floor(warmup)} or {math.ceil(warmup)} steps, or a ratio of "
+                f"{warmup_name}={shown(warmup)} is neither a whole number of steps nor a ratio "
+                f"below 1: give {math.floor(warmup)} or {math.ceil(warmup)} steps, or a ratio of "
                 f"{total_name} such as 0.05"
             )
         return int(warmup)
     if total is None:
         raise OptimArgsError(
-            f"{warmup_name}={warmup!r} is a ratio of the training length, but {total_name} was "
-            f"not given: pass {total_name} (the total number of optimizer steps), or give "
+            f"{warmup_name}={shown(warmup)} is a ratio of the training length, but {total_name} "
+            f"was not given: pass {total_name} (the total number of optimizer steps), or give "
             "the warmup as a whole number of steps"
         )
     return math.ceil(total * warmup)
 
 
-def _read(args: Any) -> dict[str, Any]:
+def _read(args: Any) -> tuple[dict[str, Any], set[str]]:
+    """The values ``args`` gives, and which of them were given explicitly."""
     if args is None:
-        return {}
+        return {}, set()
     if isinstance(args, OptimizerArguments):
-        return {name: getattr(args, name) for name in FIELDS}
+        values = {name: getattr(args, name) for name in FIELDS}
+        # Resolved arguments know what was explicit (a route's view of the top-level ones
+        # narrows it); ones built by hand count every non-default value.
+        return values, set(_changed(values) if args.explicit is None else args.explicit)
     if isinstance(args, Mapping):
-        return _normalise(dict(args), source="args key")
+        values = _normalise(dict(args), source="args key")
+        return values, set(values)
     if isinstance(args, (str, bytes, int, float, Sequence)):
         raise OptimArgsTypeError(
             f"args must be None, a dict, optimhub.OptimizerArguments or a "
-            f"TrainingArguments-like object; got {type(args).__name__} {args!r}"
+            f"TrainingArguments-like object; got {type(args).__name__} {shown(args)}"
         )
     # TrainingArguments-like: read the fields it has, by attribute; keep our defaults else.
-    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    values = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    return values, _changed(values)
+
+
+def _changed(values: Mapping[str, Any]) -> set[str]:
+    """The fields of an arguments object that differ from the defaults (HF's): an object
+    always carries every field, so only a changed one says the user asked for it."""
+    changed = set()
+    for name, value in values.items():
+        try:
+            same = bool(value == getattr(_DEFAULTS, name))
+        except Exception:  # a value that cannot be compared is certainly not the default
+            same = False
+        if not same:
+            changed.add(name)
+    return changed
 
 
 def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
@@ -153,7 +189,7 @@ def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
             near = closest(str(key), valid)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise OptimArgsError(
-                f"unknown {source} {key!r}.{hint} Valid: {', '.join(valid)}. "
+                f"unknown {source} {shown(key)}.{hint} Valid: {', '.join(valid)}. "
                 "Options of one optimizer go in optim_args (see `optimhub info NAME`)."
             )
     return result
@@ -162,7 +198,7 @@ def _normalise(values: dict[str, Any], *, source: str) -> dict[str, Any]:
 def _split_betas(value: Any) -> dict[str, Any]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise OptimArgsTypeError(
-            f"betas must be a pair like (0.9, 0.999), got {value!r}; optimizers with three "
+            f"betas must be a pair like (0.9, 0.999), got {shown(value)}; optimizers with three "
             "betas take the third through optim_args"
         )
     return {"adam_beta1": value[0], "adam_beta2": value[1]}
@@ -177,13 +213,27 @@ def _validate(args: OptimizerArguments) -> None:
     _number("adam_epsilon", args.adam_epsilon, low=0.0, low_open=True)
     _number("warmup_steps", args.warmup_steps, low=0.0)
     if not isinstance(args.layerwise, bool):
-        raise OptimArgsTypeError(f"layerwise must be True or False, got {args.layerwise!r}")
+        raise OptimArgsTypeError(f"layerwise must be True or False, got {shown(args.layerwise)}")
     if isinstance(args.max_steps, bool) or not isinstance(args.max_steps, int):
-        raise OptimArgsTypeError(f"max_steps must be an int, got {args.max_steps!r}")
+        raise OptimArgsTypeError(f"max_steps must be an int, got {shown(args.max_steps)}")
+    if args.weight_decay_policy not in WEIGHT_DECAY_POLICIES:
+        near = closest(str(args.weight_decay_policy), WEIGHT_DECAY_POLICIES)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise OptimArgsError(
+            f"weight_decay_policy={args.weight_decay_policy!r} is not known.{hint} Policies: "
+            f"{', '.join(WEIGHT_DECAY_POLICIES)} ('hf', the default, is HF's name-based split)"
+        )
+    if args.layer_decay is not None:
+        _number("layer_decay", args.layer_decay, low=0.0, low_open=True)
+        if args.layer_decay > 1:
+            raise OptimArgsError(
+                f"layer_decay must be in (0, 1] (each block nearer the input trains at that "
+                f"factor of the next one's lr), got {args.layer_decay!r}"
+            )
     if not isinstance(args.optim_args, (str, Mapping, type(None))):
         raise OptimArgsTypeError(
             f"optim_args must be a string like 'rank=1,scale=128' or a dict, "
-            f"got {type(args.optim_args).__name__} {args.optim_args!r}"
+            f"got {type(args.optim_args).__name__} {shown(args.optim_args)}"
         )
 
 
@@ -192,11 +242,11 @@ def _number(name: str, value: Any, *, low: float, high: float | None = None,
     """Finite real number in [low, high) (or (low, high) with low_open)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptimArgsTypeError(
-            f"{name} must be a number, got {type(value).__name__} {value!r}"
+            f"{name} must be a number, got {type(value).__name__} {shown(value)}"
         )
     if not math.isfinite(value):
-        raise OptimArgsError(f"{name} must be finite, got {value!r}")
+        raise OptimArgsError(f"{name} must be finite, got {shown(value)}")
     too_low = value <= low if low_open else value < low
     if too_low or (high is not None and value >= high):
         interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g})'}"
-        raise OptimArgsError(f"{name} must be in {interval}, got {value!r}")
+        raise OptimArgsError(f"{name} must be in {interval}, got {shown(value)}")

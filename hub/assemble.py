@@ -15,12 +15,19 @@ from typing import Any
 from .arguments import OptimizerArguments
 from .backends import cuda_available
 from .build import BuildRequest
-from .param_groups import ParamGroups, build_param_groups, no_decay_by_name, parse_rules
+from .param_groups import (
+    ParamGroups,
+    build_param_groups,
+    decay_names_by_role,
+    no_decay_by_name,
+    parse_rules,
+)
 from .parameter_source import ParameterSource
 from .prepare import Prepared
+from .roles import layer_count, layer_indices, parameter_roles
 from .spec import OptimizerSpec
 
-__all__ = ["build_request", "constructor_kwargs"]
+__all__ = ["build_request", "constructor_kwargs", "layer_lr_scales"]
 
 
 def build_request(prepared: Prepared) -> BuildRequest:
@@ -82,17 +89,31 @@ def _param_groups(prepared: Prepared) -> ParamGroups:
     return build_param_groups(
         source.named,
         weight_decay=decay or 0.0,
-        decay_names=_decay_names(source),
+        decay_names=_decay_names(source, arguments.weight_decay_policy),
         target_names=prepared.target_names,
         target_options=target_options,
         rules=parse_rules(arguments.param_group_rules),
+        lr_scales=layer_lr_scales(source, arguments.layer_decay),
+        base_lr=arguments.learning_rate,
     )
 
 
-def _decay_names(source: ParameterSource) -> set[str] | None:
-    """HF's decayed names: by module type (noted when the model was walked) and by name.
-    For a model this is ``decay_parameter_names(model)`` on every listed parameter
-    (tested), without a second walk of the module tree."""
+def layer_lr_scales(source: ParameterSource, layer_decay: float | None) -> dict[str, float]:
+    """timm's layer-wise lr decay: ``layer_decay ** (blocks + 1 - depth)`` per parameter
+    (depth 0: before the stack of blocks; ``blocks + 1``: after it, scale 1)."""
+    if layer_decay is None or layer_decay == 1 or source.module is None:
+        return {}
+    top = layer_count(source.module) + 1
+    depths = layer_indices(source.module, [n for n, _ in source.named])
+    return {name: layer_decay ** (top - depth) for name, depth in depths.items()}
+
+
+def _decay_names(source: ParameterSource, policy: str = "hf") -> set[str] | None:
+    """The decayed names. For ``"hf"``: HF's, by module type (noted when the model was
+    walked) and by name; for a model this is ``decay_parameter_names(model)`` on every
+    listed parameter (tested), without a second walk of the module tree."""
+    if policy != "hf":
+        return decay_names_by_role(parameter_roles(source.module, source.named), policy)
     if source.module is None and all(n.startswith("params.") for n, _ in source.named):
         return None  # bare parameters carry no names: every one decays
     excluded = source.in_no_decay_module

@@ -4,6 +4,17 @@ Backends are imported only here, when an optimizer is built (or when ``optimhub 
 asks), never at ``import optimhub``: several take seconds to import. Importing one must
 not change the user's process either, so the root logger is restored afterwards (some
 backends call ``logging.basicConfig`` at import).
+
+Python imports one module at a time per module, but two threads importing two backends
+that import each other's dependencies (torch._dynamo, transformers, bitsandbytes.optim...)
+can each be handed the other's half-initialised module, which Python does to break the
+deadlock: a wrong ``ImportError`` or an ``AttributeError`` at random. So everything the hub
+runs that may import on first use (a backend's import, a builder's call: builders and the
+backend constructors they call import lazily, plugin loading) runs under one process-wide
+lock, :func:`build_lock`; claiming parameters for an optimizer that updates them inside
+backward uses the same lock, so there is one lock and no lock order to get wrong. Building
+an optimizer is a constructor call, so serialising builds costs nothing measurable; a step
+never takes the lock.
 """
 
 from __future__ import annotations
@@ -12,11 +23,14 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from .errors import BackendUnavailableError, MissingBackendError, OptimHubWarning
@@ -26,12 +40,27 @@ from .versions import installed_version, version_tuple
 __all__ = [
     "BackendStatus",
     "backend_status",
+    "build_lock",
     "cuda_available",
     "ensure_usable",
     "import_backend",
     "is_installed",
     "preserve_root_logger",
 ]
+
+
+#: Held while the hub imports a backend, calls a builder, loads plugins or claims
+#: parameters (see above). An RLock: a builder may build through the hub again (a
+#: layerwise optimizer builds one optimizer per parameter; a plugin may compose others).
+_BUILD_LOCK = threading.RLock()
+
+
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """Run the block under the process-wide build lock: of several threads, one at a time
+    imports a backend or builds, so none sees a half-imported module."""
+    with _BUILD_LOCK:
+        yield
 
 
 def is_installed(spec: OptimizerSpec) -> bool:
@@ -63,6 +92,11 @@ def preserve_root_logger() -> Iterator[None]:
 
 def import_backend(spec: OptimizerSpec) -> ModuleType:
     """Import the backend, or raise ``MissingBackendError`` with the exact install command."""
+    with build_lock():
+        return _import_backend(spec)
+
+
+def _import_backend(spec: OptimizerSpec) -> ModuleType:
     if not is_installed(spec):
         raise MissingBackendError(
             f"optimizer {spec.name!r} needs the package {spec.distribution!r} (import name "
@@ -98,9 +132,40 @@ def _check_version(spec: OptimizerSpec) -> None:
 
 
 def cuda_available() -> bool:
+    """Can torch use a CUDA (or ROCm) device here?
+
+    A build of torch without CUDA or ROCm support answers False without importing torch:
+    ``optimhub info`` and ``list --available`` ask this for CUDA-only names, and torch's
+    import takes a second where the answer is written in one small file.
+    """
+    if "torch" not in sys.modules and not _torch_build_supports_gpus():
+        return False
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+_GPU_BUILD = re.compile(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(?P<value>.+?)\s*$", re.MULTILINE)
+
+
+def _torch_build_supports_gpus() -> bool:
+    """False only when torch's ``version.py``, read as text, says ``cuda = None`` and
+    ``hip = None`` (a CPU build, or no torch at all); anything unreadable counts as True,
+    so torch itself is asked."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if not spec.origin:
+        return True
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    values = {m[1]: m["value"] for m in _GPU_BUILD.finditer(text)}
+    return set(values) != {"cuda", "hip"} or any(v != "None" for v in values.values())
 
 
 _paged_warned: set[str] = set()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .arguments import OptimizerArguments
 from .spec import OptimizerSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["BuildRequest", "Builder", "class_builder"]
 
@@ -59,7 +60,7 @@ class BuildRequest:
 
 
 #: A builder turns a request into the backend's own optimizer object.
-Builder = Callable[[BuildRequest], torch.optim.Optimizer]
+Builder = Callable[[BuildRequest], "torch.optim.Optimizer"]
 
 
 def class_builder(module: str, attribute: str, *, drop: Sequence[str] = ()) -> Builder:

@@ -43,7 +43,16 @@ from typing import Any
 
 from .errors import CatalogError, CatalogTypeError, OptimArgsError, closest
 from .optim_args import coerce_value
-from .spec import ARG_TYPES, HYPERPARAMETERS, ArgSpec, Capability, OptimizerSpec
+from .selectors import Selector
+from .spec import (
+    ARG_TYPES,
+    HYPERPARAMETERS,
+    ROUTE_ARGUMENT_KEYS,
+    ArgSpec,
+    Capability,
+    OptimizerSpec,
+    RouteTemplate,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +93,12 @@ _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "state_bytes_per_param": ((int, float), False),
     "without_cuda": ((dict,), False),
     "constructor_weight_decay": ((bool,), False),
+    "routes": ((list,), False),
+}
+_ROUTE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), True),
+    "select": ((str, list), True),
+    "optimizer": ((str,), True),
 }
 _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "type": ((str,), True),
@@ -98,6 +113,7 @@ _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "length": ((int,), False),
     "target_group": ((bool,), False),
     "backend_key": ((str,), False),
+    "route": ((str,), False),
 }
 # Fields an optimizer entry inherits from its [backends.X] table.
 _INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint")
@@ -195,6 +211,7 @@ def spec_from_mapping(
             state_bytes_per_param=entry.get("state_bytes_per_param"),
             without_cuda=dict(entry.get("without_cuda", {})),
             constructor_weight_decay=entry.get("constructor_weight_decay", False),
+            routes=_routes(entry.get("routes", []), where=where),
         )
     except ValueError as exc:
         if isinstance(exc, CatalogError):
@@ -404,6 +421,26 @@ def _hyperparameters(entry: Mapping[str, Any], *, where: str) -> frozenset[str]:
     return frozenset(values)
 
 
+def _routes(values: list[Any], *, where: str) -> tuple[RouteTemplate, ...]:
+    """A routed entry's routes: each a table with a unique name, selector terms and an
+    optimizer name (checked against the catalog in ``_check_routes``)."""
+    templates: list[RouteTemplate] = []
+    for index, value in enumerate(values):
+        at = f"{where}.routes[{index}]"
+        _check_table(value, where=at)
+        _check_fields(value, _ROUTE_FIELDS, where=at)
+        terms = value["select"] if isinstance(value["select"], list) else [value["select"]]
+        try:
+            select = Selector.parse(_strings(terms, where=f"{at}.select")).terms
+        except OptimArgsError as exc:
+            raise CatalogError(f"{at}: {exc}") from exc
+        name = _identifier(value["name"], where=f"{at}.name")
+        if any(t.name == name for t in templates):
+            raise CatalogError(f"{at}: route name {name!r} is used twice")
+        templates.append(RouteTemplate(name, select, value["optimizer"]))
+    return tuple(templates)
+
+
 def _identifier(name: Any, *, where: str) -> str:
     if not isinstance(name, str) or not name.replace("_", "a").replace("-", "a").isalnum():
         raise CatalogError(
@@ -427,3 +464,45 @@ def _check_cross_references(specs: Mapping[str, OptimizerSpec], *, origin: str) 
                     f"alias of {owner!r}"
                 )
             seen[alias] = spec.name
+        if spec.routes:
+            _check_routes(spec, specs, where=f"{origin}: [optimizers.{spec.name}]")
+
+
+def _check_routes(spec: OptimizerSpec, specs: Mapping[str, OptimizerSpec], *, where: str
+                  ) -> None:
+    """Each route names a plain catalog optimizer; each option reaches one route (its
+    ``route`` field, or the route whose optimizer is the entry's base) and is a route
+    argument or an option of that route's optimizer."""
+    from_base = [t for t in spec.routes if t.optimizer == spec.base]
+    for template in spec.routes:
+        target = specs.get(template.optimizer)
+        if target is None:
+            raise CatalogError(
+                f"{where}: route {template.name!r} names optimizer {template.optimizer!r}, "
+                "which is not in the catalog"
+            )
+        if target.routes:
+            raise CatalogError(
+                f"{where}: route {template.name!r} names {template.optimizer!r}, which is "
+                "itself routed; write its routes here instead"
+            )
+    names = {t.name: t for t in spec.routes}
+    for arg in spec.args.values():
+        if arg.route is not None and arg.route not in names:
+            raise CatalogError(
+                f"{where}.args.{arg.name}: route {arg.route!r} is not one of this entry's "
+                f"routes ({', '.join(names)})"
+            )
+        if arg.route is None and len(from_base) != 1:
+            raise CatalogError(
+                f"{where}.args.{arg.name}: give it a 'route' (no single route uses the base "
+                f"{spec.base!r}, where options without one go)"
+            )
+        template = names[arg.route] if arg.route is not None else from_base[0]
+        key = arg.key
+        inner = specs[template.optimizer]
+        if key not in ROUTE_ARGUMENT_KEYS and key not in inner.args:
+            raise CatalogError(
+                f"{where}.args.{arg.name}: {key!r} is neither a route argument "
+                f"({', '.join(ROUTE_ARGUMENT_KEYS)}) nor an option of {inner.name!r}"
+            )

@@ -6,13 +6,21 @@ is silently partial, silently wrong, or a raw torch error far from the cause. So
 optimizer the hub builds stamps its state with a small piece of plain data::
 
     state_dict["optimhub"] = {"name": "adamw_torch", "format": 1,
-                              "params": [["embed_tokens.weight", [64, 32]], ...]}
+                              "params": [["embed_tokens.weight", [64, 32]], ...],
+                              "state": {"embed_tokens.weight": {"exp_avg": [64, 32],
+                                                                "exp_avg_sq": [64, 32],
+                                                                "step": []}, ...}}
 
 (``params``: every parameter's name and shape, in param-group order, which is the order
-torch indexes the state by), and checks a stamped state before loading it: another
-optimizer name, or other parameter names or shapes, is a :class:`CheckpointError` saying
-what differs. A state without the stamp (saved by plain torch, or by an optimizer built
-outside the hub) still loads, with an ``OptimHubWarning`` that it could not be checked.
+torch indexes the state by; ``state``: for each parameter that has state, the keys of its
+entry and each tensor's shape, ``None`` for a value that is not a tensor), and checks a
+stamped state before loading it: another optimizer name, other parameter names or shapes,
+or a parameter's entry whose keys or tensor shapes are not what was saved (a state
+"gutted" of its ``exp_avg_sq`` would load and fail at the first ``step()`` with torch's
+``KeyError``) is a :class:`CheckpointError` saying what differs. A stamp without ``state``
+(written by optimhub 0.1) is checked without it. A state without the stamp (saved by
+plain torch, or by an optimizer built outside the hub) still loads, with an
+``OptimHubWarning`` that it could not be checked.
 
 Both halves are torch's own optimizer hooks, registered on the instance by
 :func:`remember`: nothing is wrapped and nothing touches ``step()``. The stamp
@@ -23,6 +31,10 @@ hooks, both detected from the class, never from a name:
 - a class whose ``load_state_dict`` is not torch's may not run torch's pre-hooks
   (bitsandbytes' does not): the instance gets its own ``load_state_dict`` that checks
   first and then calls the class's method, so the check cannot be skipped;
+- a class whose ``state_dict`` is not torch's may reshape the state after torch's
+  post-hooks ran (bitsandbytes packs each entry's tensors into one dict): the instance gets
+  its own ``state_dict`` that stamps what the class's method returns, so the stamp
+  describes the entries exactly as they are saved and loaded;
 - a class that sets ``checks_optimhub_stamp = True`` (the hub's ``LayerwiseOptimizer``)
   calls :func:`stamp_state` and :func:`check_state` from its own methods.
 """
@@ -39,7 +51,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, OptimArgsTypeError, OptimHubWarning
+from .errors import CheckpointError, OptimArgsTypeError, OptimHubWarning, shorten, shown
 from .spec import OptimizerSpec
 
 __all__ = [
@@ -84,9 +96,12 @@ class _Identity:
         return [[self.names.get(id(p), f"<unnamed #{i}>"), list(p.shape)]
                 for i, p in enumerate(flat)]
 
-    def stamp(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return {"name": self.name, "format": STAMP_FORMAT,
-                "params": self.parameters(optimizer)}
+    def stamp(self, optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]
+              ) -> dict[str, Any]:
+        params = self.parameters(optimizer)
+        entries = _per_parameter_state(state_dict, [name for name, _ in params])
+        return {"name": self.name, "format": STAMP_FORMAT, "params": params,
+                "state": {name: _layout(entry) for name, entry in entries.items()}}
 
 
 _IDENTITIES: weakref.WeakKeyDictionary[torch.optim.Optimizer, _Identity] = (
@@ -110,7 +125,10 @@ def remember(
     cls = type(optimizer)
     if getattr(cls, "checks_optimhub_stamp", False):
         return  # it calls stamp_state / check_state itself
-    optimizer.register_state_dict_post_hook(_stamp_hook)
+    if cls.state_dict is torch.optim.Optimizer.state_dict:
+        optimizer.register_state_dict_post_hook(_stamp_hook)
+    else:
+        _stamp_after_own_save(optimizer)
     if cls.load_state_dict is torch.optim.Optimizer.load_state_dict:
         optimizer.register_load_state_dict_pre_hook(_check_hook, prepend=True)
     else:
@@ -140,7 +158,7 @@ def stamp_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) ->
     """Add the stamp to ``state_dict`` (in place) if the hub built ``optimizer``."""
     identity = _IDENTITIES.get(optimizer)
     if identity is not None:
-        state_dict[STAMP_KEY] = identity.stamp(optimizer)
+        state_dict[STAMP_KEY] = identity.stamp(optimizer, state_dict)
     return state_dict
 
 
@@ -185,27 +203,29 @@ def check_state(
             stacklevel=_outside_stacklevel(),
         )
         return state
-    _check_stamp(saved, identity, optimizer, ordered=ordered)
+    stamp = _check_stamp(saved, identity, optimizer, ordered=ordered)
     if not getattr(type(optimizer), "checks_optimhub_stamp", False) and state.get("layerwise"):
         raise CheckpointError(
             f"this state of {identity.name!r} was saved by a layerwise optimizer "
             "(layerwise=True: one state per parameter name), and this one is not; build it "
             "with layerwise=True to resume it"
         )
+    if "state" in stamp:
+        _check_entries(stamp, state)
     return state
 
 
 # ---- the check ---------------------------------------------------------------------------
 def _check_stamp(
     saved: Any, identity: _Identity, optimizer: torch.optim.Optimizer, *, ordered: bool
-) -> None:
+) -> dict[str, Any]:
     stamp = _parse_stamp(saved)
     name = stamp["name"]
     if name != identity.name:
         raise CheckpointError(
-            f"this optimizer state was saved by optimizer {name!r} and is being loaded into "
+            f"this optimizer state was saved by optimizer {shown(name)} and is being loaded into "
             f"{identity.name!r}: their states are not interchangeable (torch would load it "
-            f"by position, partially or wrongly). Build {name!r} to resume this checkpoint; "
+            f"by position, partially or wrongly). Build {shown(name)} to resume this checkpoint; "
             f"if you know both keep the same state, delete state_dict[{STAMP_KEY!r}] to "
             "load it unchecked."
         )
@@ -214,11 +234,12 @@ def _check_stamp(
     problem = _compare(there, here, ordered=ordered)
     if problem:
         raise CheckpointError(
-            f"this state of optimizer {name!r} was saved for other parameters than this "
+            f"this state of optimizer {shown(name)} was saved for other parameters than this "
             f"optimizer has: {problem}. Load it with the model it was saved with (same "
             "trainable parameters, and the same weight_decay, optim_target_modules and "
             "param_group_rules, which decide the parameter order)."
         )
+    return stamp
 
 
 def _parse_stamp(saved: Any) -> dict[str, Any]:
@@ -239,16 +260,99 @@ def _parse_stamp(saved: Any) -> dict[str, Any]:
         version == STAMP_FORMAT and isinstance(saved.get("name"), str)
         and isinstance(params, list) and all(
             isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
-            and isinstance(p[1], (list, tuple)) and all(isinstance(d, int) for d in p[1])
-            for p in params
+            and _is_shape(p[1]) for p in params
         )
+        and ("state" not in saved or _is_layouts(saved["state"]))
     )
     if not well_formed:
         raise CheckpointError(
             f"the state's {STAMP_KEY!r} stamp is malformed (expected name, format "
-            f"{STAMP_FORMAT} and [name, shape] params): {_short(saved)}"
+            f"{STAMP_FORMAT}, [name, shape] params and per-parameter state keys): "
+            f"{shown(saved)}"
         )
     return dict(saved)
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in value)
+
+
+def _is_layouts(value: Any) -> bool:
+    """``{parameter name: {state key: shape or None}}``, as ``_layout`` writes it."""
+    return isinstance(value, Mapping) and all(
+        isinstance(name, str) and isinstance(layout, Mapping) and all(
+            isinstance(key, str) and (shape is None or _is_shape(shape))
+            for key, shape in layout.items())
+        for name, layout in value.items()
+    )
+
+
+# ---- per-parameter state entries -------------------------------------------------------
+def _per_parameter_state(state_dict: Mapping[str, Any], names: list[str]
+                         ) -> dict[str, Mapping[str, Any]]:
+    """Each parameter's state entry by name: torch's ``state`` is indexed by position in
+    param-group order (``names``' order); a layerwise state holds one torch state per name
+    (its single parameter at index 0). A state of another shape yields nothing to check."""
+    if state_dict.get("layerwise"):
+        inner = state_dict.get("inner")
+        if not isinstance(inner, Mapping):
+            return {}
+        found = {name: own.get("state", {}).get(0) for name, own in inner.items()
+                 if isinstance(own, Mapping) and isinstance(own.get("state"), Mapping)}
+    else:
+        state = state_dict.get("state")
+        if not isinstance(state, Mapping):
+            return {}
+        found = {name: state.get(index) for index, name in enumerate(names)}
+    return {name: entry for name, entry in found.items() if isinstance(entry, Mapping)}
+
+
+def _layout(entry: Mapping[str, Any]) -> dict[str, list[int] | None]:
+    """The keys of one parameter's state entry, each with its tensor's shape (None: not a
+    tensor, such as a step count or a backend's packed object)."""
+    return {str(key): list(value.shape) if isinstance(value, torch.Tensor) else None
+            for key, value in entry.items()}
+
+
+def _check_entries(stamp: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Every parameter's state entry has the keys and tensor shapes it was saved with."""
+    saved = stamp["state"]
+    entries = _per_parameter_state(state, [name for name, _ in stamp["params"]])
+    problems = []
+    for name in [*saved, *(n for n in entries if n not in saved)]:
+        problem = _entry_problem(name, saved.get(name), entries.get(name))
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise CheckpointError(
+            f"this optimizer state was changed after it was saved: {_few(problems, sep='; ')}. "
+            "Its stamp records each parameter's state keys and shapes, and loading it would "
+            "fail at the first step (or resume from a partial state). Load the state as it "
+            "was saved; to load it unchecked, delete state_dict['optimhub']['state']."
+        )
+
+
+def _entry_problem(name: str, expected: Mapping[str, Any] | None,
+                   entry: Mapping[str, Any] | None) -> str:
+    if expected is None:
+        return f"parameter {shown(name)} has state ({_keys(entry or {})}) it was saved without"
+    if entry is None:
+        return f"parameter {shown(name)} has no state, saved with {_keys(expected)}"
+    got = _layout(entry)
+    missing = [key for key in expected if key not in got]
+    if missing:
+        return f"parameter {shown(name)} lacks {_keys(missing, quote=True)} (saved with " \
+               f"{_keys(expected)})"
+    extra = [key for key in got if key not in expected]
+    if extra:
+        return f"parameter {shown(name)} has {_keys(extra, quote=True)}, saved without"
+    reshaped = [f"{shown(key)} is {shorten(str(got[key]))}, saved {shorten(str(shape))}"
+                for key, shape in expected.items()
+                if got[key] != (None if shape is None else list(shape))]
+    if reshaped:
+        return f"parameter {shown(name)}: {', '.join(reshaped[:_SHOWN])}"
+    return ""
 
 
 def _compare(
@@ -272,16 +376,23 @@ def _compare(
     if reshaped:
         parts.append(f"other shapes: {_few(reshaped)}")
     if not (unexpected or missing or reshaped):
-        moved = [f"#{i} saved {a!r}, here {b!r}"
+        moved = [f"#{i} saved {shown(a)}, here {shown(b)}"
                  for i, ((a, _), (b, _)) in enumerate(zip(there, here, strict=False)) if a != b]
         parts.append(f"the same parameters in another order: {_few(moved, sep='; ')}")
     return "; ".join(parts)
 
 
 def _few(items: list[str], sep: str = ", ") -> str:
-    shown = sep.join(items[:_SHOWN])
+    listed = sep.join(shorten(item, 200) for item in items[:_SHOWN])
     more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return f"[{shown}]{more}"
+    return f"[{listed}]{more}"
+
+
+def _keys(keys: Any, *, quote: bool = False) -> str:
+    """State keys from a saved file, as a message lists them (few, each shortened)."""
+    keys = list(keys)
+    listed = ", ".join((shown(k) if quote else shorten(str(k))) for k in keys[:_SHOWN])
+    return listed + (f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
 
 
 def _outside_stacklevel() -> int:
@@ -298,11 +409,6 @@ def _outside_stacklevel() -> int:
 _INNER = frozenset({__name__.split(".")[0], "torch"})
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ---- the hooks ---------------------------------------------------------------------------
 def _stamp_hook(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
     """``state_dict`` post-hook: stamps the dict torch (and earlier hooks) produced."""
@@ -313,6 +419,21 @@ def _check_hook(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) ->
     """``load_state_dict`` pre-hook: torch passes its own shallow copy, so returning a copy
     without the stamp leaves the caller's dict untouched."""
     return check_state(optimizer, state_dict)
+
+
+def _stamp_after_own_save(optimizer: torch.optim.Optimizer) -> None:
+    """For a class with its own ``state_dict``: an instance attribute that calls the
+    class's method, then stamps the dict it returns (held weakly, as below)."""
+    save = type(optimizer).state_dict
+    owner = weakref.ref(optimizer)
+
+    @functools.wraps(save)
+    def state_dict(*args: Any, **kwargs: Any) -> Any:
+        target = owner()
+        assert target is not None  # the attribute lives on the optimizer itself
+        return stamp_state(target, save(target, *args, **kwargs))
+
+    optimizer.state_dict = state_dict  # type: ignore[method-assign]
 
 
 def _check_before_own_load(optimizer: torch.optim.Optimizer) -> None:

@@ -1,49 +1,131 @@
-"""The ``optimhub`` command line: see what is available, what an optimizer needs, and
-what is wrong with this machine, before a GPU-hour is spent.
+"""The ``optimhub`` command line: see what is available, what an optimizer needs, what it
+will do with each parameter (``explain``), and what is wrong with this machine, before a
+GPU-hour is spent.
 
-Every listing takes ``--json``. Only ``doctor`` imports backends (that is its job); the
-others read specs alone, so they answer in well under a second.
+``--help``, ``--version``, ``list``, ``info`` and ``plugins`` read specs alone and import
+neither torch nor any backend (unless an installed third-party plugin imports them at its
+own import); ``doctor`` imports the backends (that is its job), ``estimate`` and
+``compare`` import torch when they run. Tables fit the terminal (:mod:`optimhub.tables`).
+
+Exit status, for every subcommand:
+
+- 0: done; for ``doctor`` and ``plugins``, nothing wrong was found;
+- 1: a problem was found: ``plugins``, a plugin failed to load; ``doctor``, a plugin failed
+  to load, a NAME given is not usable here, or (no NAME given) an installed backend fails
+  to import (``--exit-zero`` reports without failing); ``compare``, a run failed
+  unexpectedly; any command, an unexpected error (a bug: its traceback goes to stderr);
+- 2: bad input: the command line, an unknown name, a refused configuration, a missing
+  backend (the message names the fix);
+- 130: interrupted;
+- 141: whoever read stdout stopped reading (``optimhub list | head -1``): the output ends
+  quietly, as that of a process ended by SIGPIPE.
+
+With ``--json``, stdout carries exactly one JSON document: the answer, or on failure
+``{"error": message, "type": exception class}`` (``"UsageError"`` for a bad command
+line); the message also goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
+import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from . import __version__
 from .errors import OptimHubError
+from .tables import render_table, terminal_width
 
 Command = Callable[[argparse.Namespace], int]
 
+#: Exit codes (see the module docstring).
+OK, PROBLEM_FOUND, BAD_INPUT, INTERRUPTED, CLOSED_PIPE = 0, 1, 2, 130, 141
+
+
+class _UsageError(Exception):
+    """argparse's complaint about the command line, raised instead of exiting at once so
+    ``--json`` can answer it with an object too."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, but text wraps only at spaces: an example such as
+    ``llama:hidden=4096,layers=32`` is never split mid-token, whatever the width; and an
+    indented line of a description or epilog (a command example) is kept as written."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False,
+                             break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines, prose = [], []
+        for line in [*text.splitlines(), ""]:
+            if line.strip() and not line.startswith(" "):
+                prose.append(line)
+                continue
+            if prose:
+                lines += textwrap.wrap(" ".join(" ".join(prose).split()), width,
+                                       initial_indent=indent, subsequent_indent=indent,
+                                       break_long_words=False, break_on_hyphens=False)
+                prose = []
+            lines.append(indent + line)
+        return "\n".join(lines).rstrip()
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="optimhub",
         description="The memory-efficient PyTorch optimizers, one front door.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"optimhub {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="list optimizer names (no backend imported)")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    listing = add("list", help="list optimizer names (no backend imported)")
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'adamw*'")
     listing.add_argument("--capability", action="append", metavar="C",
                          help="only names with this capability (repeatable)")
     listing.add_argument("--available", action="store_true", help="only names usable here")
     listing.set_defaults(run=_list)
 
-    info = commands.add_parser("info", help="what one optimizer is and what it needs")
+    info = add("info", help="what one optimizer is and what it needs")
     info.add_argument("name")
     info.set_defaults(run=_info)
 
-    plugins = commands.add_parser("plugins", help="loaded plugins and their load errors")
+    plugins = add("plugins", help="loaded plugins and their load errors",
+                  description="The plugins loaded and those that failed. Exit status 1 "
+                  "when a plugin failed to load.")
     plugins.set_defaults(run=_plugins)
 
-    doctor = commands.add_parser("doctor", help="is every backend installed and usable here?")
+    doctor = add("doctor", help="is every backend installed and usable here?",
+                 description="Imports the backends and checks the device. Exit status 1 "
+                 "when a plugin failed to load, when a NAME given is not usable here, or "
+                 "(no NAME given) when an installed backend fails to import.")
+    doctor.add_argument("names", nargs="*", metavar="NAME",
+                        help="the optimizers you mean to use (default: every installed one)")
     doctor.set_defaults(run=_doctor)
 
-    _add_estimate_parser(commands)
-    _add_compare_parser(commands)
+    for sub in (plugins, doctor):
+        sub.add_argument("--exit-zero", action="store_true",
+                         help="report problems but exit 0")
+    _add_estimate_parser(add)
+    _add_compare_parser(add)
+    _add_explain_parser(add)
 
     for sub in (listing, info, plugins, doctor):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -54,21 +136,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is not None and (isinstance(argv, str) or not isinstance(argv, Sequence)
                              or not all(isinstance(a, str) for a in argv)):
         raise TypeError(f"main() takes a list of str arguments, got {argv!r}")
-    args = _build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in arguments  # known before parsing: a usage error honours it too
     try:
-        return args.run(args)
+        args = _build_parser().parse_args(arguments)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's last flush
+        return code
+    except _UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        _report(f"{exc.parser.prog}: {exc}", "UsageError", as_json,
+                shown=f"{exc.parser.prog}: error: {exc}")
+        raise SystemExit(BAD_INPUT) from None
     except OptimHubError as exc:
-        print(f"optimhub: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, BAD_INPUT, as_json)
+    except BrokenPipeError:
+        return _closed_pipe()
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except Exception as exc:
+        traceback.print_exc()
+        print("optimhub: this is a bug in optimhub or a plugin; please report it with the "
+              "traceback above", file=sys.stderr)
+        return _fail(exc, PROBLEM_FOUND, as_json)
+
+
+def _fail(exc: BaseException, code: int, as_json: bool) -> int:
+    try:
+        _report(str(exc), type(exc).__name__, as_json)
+    except BrokenPipeError:
+        return _closed_pipe()
+    return code
+
+
+def _report(message: str, kind: str, as_json: bool, *, shown: str | None = None) -> None:
+    print(shown or f"optimhub: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "type": kind}))
+        sys.stdout.flush()
+
+
+def _closed_pipe() -> int:
+    """Python's own advice for SIGPIPE: point stdout at devnull, so the interpreter's
+    final flush of what is still buffered does not fail (and print) again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (captured in tests): nothing is flushed at exit
+    return CLOSED_PIPE
 
 
 # ---- list ------------------------------------------------------------------------------
 def _list(args: argparse.Namespace) -> int:
+    from . import listing
     from .backends import is_installed
-    from .listing import list_optimizers
 
-    specs = list_optimizers(args.pattern, capability=args.capability,
-                            available=True if args.available else None)
+    specs = listing.list_optimizers(args.pattern, capability=args.capability,
+                                    available=True if args.available else None)
     rows = [
         {
             "name": s.name,
@@ -82,20 +207,23 @@ def _list(args: argparse.Namespace) -> int:
     ]
     if args.json:
         return _print_json(rows)
-    print(_table(
+    print(render_table(
         ["name", "backend", "installed", "capabilities", "summary"],
         [[r["name"] + "".join(f" ({a})" for a in r["aliases"]), r["backend"],
-          "yes" if r["installed"] else "no", ",".join(r["capabilities"]) or "-", r["summary"]]
-         for r in rows],
+          "yes" if r["installed"] else "no", ", ".join(r["capabilities"]) or "-",
+          r["summary"]] for r in rows],
+        detail=4,
     ))
     print(f"\n{len(rows)} optimizers. `optimhub info NAME` explains one.")
-    return 0
+    return OK
 
 
 # ---- info ------------------------------------------------------------------------------
 def _info(args: argparse.Namespace) -> int:
     from .backends import backend_status
     from .listing import get_spec
+    from .snippets import python_snippet, stock_trainer_snippet, trainer_snippet
+    from .trainer_settings import stock_trainer_problem, trainer_problem
 
     spec = get_spec(args.name)
     status = backend_status(spec)
@@ -114,13 +242,16 @@ def _info(args: argparse.Namespace) -> int:
         "hyperparameters": sorted(spec.hyperparameters),
         "fixed": dict(spec.fixed),
         "optim_args": [_arg_row(a) for a in spec.args.values()],
-        "example_python": _python_example(spec),
-        "example_trainer": _trainer_example(spec),
+        "example_python": python_snippet(spec),
+        "example_trainer": trainer_snippet(spec),
+        "trainer_problem": trainer_problem(spec),
+        "example_stock_trainer": stock_trainer_snippet(spec),
+        "stock_trainer_problem": stock_trainer_problem(spec),
     }
     if args.json:
         return _print_json(data)
     print(_info_text(data))
-    return 0
+    return OK
 
 
 def _arg_row(arg: Any) -> dict[str, Any]:
@@ -135,84 +266,69 @@ def _arg_row(arg: Any) -> dict[str, Any]:
     }
 
 
-def _example_options(spec: Any) -> dict[str, str]:
-    options: dict[str, str] = {}
-    if spec.args:
-        first = next(iter(spec.args.values()))
-        if first.has_default:
-            from .optim_args import format_optim_args
-
-            options["optim_args"] = format_optim_args({first.name: first.default})
-    if spec.has("target_modules"):
-        options["optim_target_modules"] = '[r".*attn.*", r".*mlp.*"]'
-    return options
-
-
-def _python_example(spec: Any) -> str:
-    options = _example_options(spec)
-    extra = "".join(
-        f", {k}={v if k == 'optim_target_modules' else repr(v)}" for k, v in options.items()
-    )
-    return (f'optimizer = optimhub.create_optimizer("{spec.name}", model, '
-            f"lr=1e-3{extra})")
-
-
-def _trainer_example(spec: Any) -> str:
-    options = _example_options(spec)
-    fields = "".join(
-        f", {k}={v if k == 'optim_target_modules' else repr(v)}" for k, v in options.items()
-    )
-    return (
-        "from optimhub.integrations.transformers import OptimHubTrainer\n"
-        f'args = TrainingArguments(output_dir="out", learning_rate=1e-3{fields})\n'
-        f'trainer = OptimHubTrainer(model=model, args=args, optim="{spec.name}", '
-        "train_dataset=data)"
-    )
-
-
 def _info_text(data: dict[str, Any]) -> str:
     backend = data["backend"]
-    lines = [f"{data['name']}: {data['summary']}"]
+    width = terminal_width()
+    lines = _wrapped(f"{data['name']}: {data['summary']}", width)
     if data["aliases"]:
-        lines.append(f"aliases: {', '.join(data['aliases'])}")
+        lines += _wrapped(f"aliases: {', '.join(data['aliases'])}", width)
     if data["based_on"]:
         lines.append(f"based on: {data['based_on']} (same backend and builder)")
     if data["paper"]:
         lines.append(f"paper: {data['paper']}")
     state = ("installed " + (backend["version"] or "") if backend["installed"]
              else "NOT installed")
-    lines += [
-        "",
-        f"backend: {backend['distribution']} (import {backend['import_name']}), {state}",
-        f"install: {backend['install']}",
-    ]
+    lines.append("")
+    lines += _wrapped(f"backend: {backend['distribution']} (import {backend['import_name']}), "
+                      f"{state}", width)
+    lines += _wrapped(f"install: {backend['install']}", width)
     if backend["problem"]:
-        lines.append(f"problem here: {backend['problem']}")
+        lines += _wrapped(f"problem here: {backend['problem']}", width)
     lines += ["", "what your training loop must know:"]
     if data["capabilities"]:
-        lines += [f"  - {text}" for text in data["capabilities"].values()]
+        for text in data["capabilities"].values():
+            lines += _wrapped(f"  - {text}", width, "    ")
     else:
         lines.append("  - nothing special: a plain optimizer (backward, step, zero_grad)")
-    lines += ["", "takes from TrainingArguments: " + ", ".join(data["hyperparameters"])]
+    lines.append("")
+    lines += _wrapped("takes from TrainingArguments: " + ", ".join(data["hyperparameters"]),
+                      width)
     if data["fixed"]:
-        lines.append("pinned by this name: " + ", ".join(f"{k}={v!r}" for k, v in
-                                                          data["fixed"].items()))
+        lines += _wrapped("pinned by this name: " + ", ".join(
+            f"{k}={v!r}" for k, v in data["fixed"].items()), width)
     lines += ["", "optim_args:"]
     if data["optim_args"]:
-        lines.append(_table(
+        lines.append(render_table(
             ["key", "type", "default", "allowed", "doc"],
             [[a["key"] + (" *" if a["target_group"] else ""), a["type"],
               "(backend's)" if a["default_is_backend"] else repr(a["default"]),
               a["allowed"], a["doc"]] for a in data["optim_args"]],
-            indent="  ",
+            indent="  ", width=width, detail=4,
         ))
         if any(a["target_group"] for a in data["optim_args"]):
             lines.append("  * applies to the target (low-rank) parameter group")
     else:
         lines.append("  (none)")
-    lines += ["", "Python:", "  " + data["example_python"], "", "Hugging Face Trainer:"]
-    lines += ["  " + line for line in data["example_trainer"].splitlines()]
+    lines += ["", "Python:", *_indented(data["example_python"])]
+    lines += ["", "Hugging Face Trainer (optimhub's subclass):"]
+    lines += (_indented(data["example_trainer"]) if data["example_trainer"]
+              else _wrapped(f"  not possible: {data['trainer_problem']}", width, "  "))
+    lines += ["", "Hugging Face Trainer (the stock class, no subclass):"]
+    lines += (_indented(data["example_stock_trainer"]) if data["example_stock_trainer"]
+              else _wrapped(f"  not possible: {data['stock_trainer_problem']}", width, "  "))
     return "\n".join(lines)
+
+
+def _wrapped(text: str, width: int | None, indent: str = "") -> list[str]:
+    """Prose lines fitted to the terminal (code is never wrapped: it is copied)."""
+    if width is None or len(text) <= width:
+        return [text]
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def _indented(code: str) -> list[str]:
+    return ["  " + line for line in code.splitlines()]
 
 
 # ---- plugins ---------------------------------------------------------------------------
@@ -237,9 +353,11 @@ def _plugins(args: argparse.Namespace) -> int:
          "names": list(f.names)}
         for f in registry.failures
     ]
+    code = PROBLEM_FOUND if failures and not args.exit_zero else OK
     if args.json:
-        return _print_json({"plugins": plugins, "failures": failures})
-    print(_table(
+        _print_json({"plugins": plugins, "failures": failures})
+        return code
+    print(render_table(
         ["plugin", "kind", "distribution", "optimizers"],
         [[p["name"], "built-in" if p["builtin"] else "entry point",
           f"{p['distribution']} {p['version']}" if p["distribution"] else "optimhub",
@@ -247,23 +365,27 @@ def _plugins(args: argparse.Namespace) -> int:
     ))
     if failures:
         print("\nload errors:")
-        for f in failures:
-            where = f" ({f['distribution']} {f['version'] or ''})" if f["distribution"] else ""
-            print(f"  - {f['plugin']}{where} failed at {f['stage']}: {f['message']}")
+        print(render_table(
+            ["plugin", "distribution", "failed at", "error"],
+            [[f["plugin"], f"{f['distribution']} {f['version'] or ''}".strip()
+              if f["distribution"] else "-", f["stage"], f["message"]] for f in failures],
+            indent="  ",
+        ))
     else:
         print("\nno load errors")
-    return 0
+    return code
 
 
 # ---- doctor ----------------------------------------------------------------------------
 def _doctor(args: argparse.Namespace) -> int:
     from .backends import backend_status, cuda_available
-    from .listing import list_optimizers
+    from .listing import get_spec, list_optimizers
     from .plugin_host import get_registry
 
+    selected = [get_spec(name) for name in args.names]  # an unknown name fails here
     device = "CUDA" if cuda_available() else "CPU only"
     backends: dict[tuple[str, str], list[Any]] = {}
-    for spec in list_optimizers():
+    for spec in selected or list_optimizers():
         backends.setdefault((spec.distribution, spec.import_name), []).append(spec)
     rows = []
     for (distribution, import_name), specs in sorted(backends.items()):
@@ -282,21 +404,36 @@ def _doctor(args: argparse.Namespace) -> int:
             "fix": _fix(specs, unusable),
         })
     failures = [str(f) for f in get_registry().failures]
+    problems = [f"plugin fault: {f}" for f in failures]
+    if selected:
+        problems += [f"{name} is not usable here: {problem}" for row in rows
+                     for name, problem in row["unusable"].items()]
+    else:
+        problems += [f"{row['backend']} is installed but does not import"
+                     for row in rows if row["installed"] and not row["importable"]]
+    code = PROBLEM_FOUND if problems and not args.exit_zero else OK
     if args.json:
-        return _print_json({"device": device, "backends": rows, "plugin_failures": failures})
+        _print_json({"device": device, "selected": [s.name for s in selected],
+                     "backends": rows, "plugin_failures": failures, "problems": problems})
+        return code
     print(f"device: {device}\n")
-    print(_table(
+    print(render_table(
         ["backend", "installed", "importable", "usable here", "fix"],
         [[r["backend"], r["version"] or "no", "yes" if r["importable"] else "no",
-          f"{len(r['usable'])}/{len(r['usable']) + len(r['unusable'])}", r["fix"] or "-"]
+          f"{len(r['usable'])}/{len(r['usable']) + len(r['unusable'])}", r["fix"]]
          for r in rows],
+        detail=4,
     ))
-    for row in rows:
-        for name, problem in row["unusable"].items():
-            print(f"  {name}: {problem}")
+    unusable = [[name, problem or ""] for row in rows for name, problem in row["unusable"].items()]
+    if unusable:
+        print("\nnot usable here:")
+        print(render_table(["name", "why"], unusable, indent="  "))
     for failure in failures:
         print(f"plugin fault: {failure}")
-    return 0
+    if problems:
+        print(f"\n{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+              + (" (--exit-zero: exit status 0)" if args.exit_zero else ""))
+    return code
 
 
 def _fix(specs: list[Any], unusable: dict[str, str | None]) -> str:
@@ -312,19 +449,36 @@ def _fix(specs: list[Any], unusable: dict[str, str | None]) -> str:
 
 
 # ---- estimate --------------------------------------------------------------------------
-def _add_estimate_parser(commands: Any) -> None:
-    estimate = commands.add_parser(
+_ESTIMATE_EXAMPLES = """\
+examples:
+  optimhub estimate adamw_bnb_8bit --params 7B --dtype bf16
+  optimhub estimate galore_adamw --optim-args rank=128 \\
+      --model llama:hidden=4096,layers=32,vocab=32000,intermediate=11008,heads=32 \\
+      --optim-target-modules '.*attn.*' '.*mlp.*'
+  optimhub estimate adafactor --model gpt2:n_embd=768,n_layer=12,n_head=12
+  optimhub estimate lomo --model path/to/config.json --dtype bf16
+"""
+
+
+def _add_estimate_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    estimate = add(
         "estimate", help="bytes of optimizer state and gradients, before training",
         description="Optimizer state and peak gradient memory of NAME for a model, next to "
         "AdamW with fp32 state. Nothing is built and no backend is imported. Weights and "
         "activations are not counted.",
+        epilog=_ESTIMATE_EXAMPLES,
     )
     estimate.add_argument("name")
     model = estimate.add_mutually_exclusive_group(required=True)
     model.add_argument("--params", metavar="N", help="a bare parameter count (7B, 125M, "
                        "6.7e9), taken as 4096x4096 matrices; low-rank names need --model")
-    model.add_argument("--model", metavar="SPEC", help="layer shapes, e.g. llama:hidden=4096,"
-                       "layers=32,vocab=32000,intermediate=11008,heads=32,kv_heads=32,tied=false")
+    model.add_argument("--model", metavar="SPEC", help="the model's layer shapes: "
+                       "llama:hidden=4096,layers=32,vocab=32000,intermediate=11008,heads=32 "
+                       "(keys hidden, layers, vocab, intermediate, heads, kv_heads, head_dim, "
+                       "tied, dtype; no transformers needed); or any transformers "
+                       "architecture with its config's sizes, e.g. "
+                       "gpt2:n_embd=768,n_layer=12,n_head=12; or a config.json (a file or "
+                       "the folder holding it); built on the meta device, nothing downloaded")
     estimate.add_argument("--optim-args", metavar="TEXT", help='e.g. "rank=128,proj=svd"')
     estimate.add_argument("--optim-target-modules", nargs="+", metavar="PATTERN",
                           help="target layers (list items, as HF; a lone 'all-linear' "
@@ -338,14 +492,14 @@ def _add_estimate_parser(commands: Any) -> None:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    from .config_models import model_from_text
     from .memory import estimate
-    from .model_shapes import flat_model, parse_model_spec, parse_param_count
+    from .model_shapes import flat_model, parse_param_count
     from .targets import ALL_LINEAR
 
     if args.model is not None:
-        shape = parse_model_spec(args.model, dtype=args.dtype)
-        model: Any = shape.build()
-        described = f"{args.model} ({shape.dtype})"
+        model, dtype = model_from_text(args.model, dtype=args.dtype)
+        described = f"{args.model} ({dtype})"
     else:
         count = parse_param_count(args.params)
         model = flat_model(count, args.dtype or "fp32")
@@ -360,30 +514,33 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.json:
         return _print_json({**result.as_dict(), "model": args.model or described})
     print(_estimate_text(result, described))
-    return 0
+    return OK
 
 
 def _estimate_text(result: Any, described: str) -> str:
     count = result.trainable_params
     mode = ", layerwise" if result.layerwise else ""
+    width = terminal_width()
     lines = [
-        f"{result.name}{mode}: {described}",
-        f"{count:,} trainable of {result.total_params:,} parameters; weights "
-        f"{_bytes(result.param_bytes)} (not counted below, nor activations)",
+        *_wrapped(f"{result.name}{mode}: {described}", width),
+        *_wrapped(f"{count:,} trainable of {result.total_params:,} parameters; weights "
+                  f"{_bytes(result.param_bytes)} (not counted below, nor activations)", width),
         "",
-        _table(
+        render_table(
             ["", result.name, "adamw (fp32 state)"],
             [["optimizer state", _bytes(result.state_bytes), _bytes(result.baseline_state_bytes)],
              ["bytes per parameter", f"{result.bytes_per_param:.3f}", "8.000"],
              ["gradients at peak", _bytes(result.grad_bytes), _bytes(result.baseline_grad_bytes)],
              ["state + gradients", _bytes(result.total_bytes),
               _bytes(result.baseline_total_bytes)]],
+            width=width,
         ),
         "",
         "source: " + ("the plugin's estimator" if result.source == "plugin"
                       else "registry.toml state_bytes_per_param"),
     ]
-    lines += [f"note: {note}" for note in result.notes]
+    for note in result.notes:
+        lines += _wrapped(f"note: {note}", width, "  ")
     return "\n".join(lines)
 
 
@@ -393,8 +550,8 @@ def _bytes(count: int) -> str:
 
 
 # ---- compare ---------------------------------------------------------------------------
-def _add_compare_parser(commands: Any) -> None:
-    compare = commands.add_parser(
+def _add_compare_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    compare = add(
         "compare", help="train a tiny model once per optimizer and compare them",
         description="Train the same small built-in causal LM on the same synthetic data "
         "once per optimizer (adamw_torch is always included: step times are relative to "
@@ -402,7 +559,8 @@ def _add_compare_parser(commands: Any) -> None:
         "write compare.png and results.json into --out. Names that cannot run here are "
         "listed with the reason. The PNG needs matplotlib: pip install 'optimhub[compare]'.",
     )
-    compare.add_argument("names", nargs="+", metavar="NAME", help="optimizer names or aliases")
+    compare.add_argument("names", nargs="+", metavar="NAME",
+                         help="optimizer names or aliases, or route sets in quotes")
     compare.add_argument("--steps", type=int, default=None, metavar="N",
                          help="training steps per optimizer (default 300)")
     compare.add_argument("--out", default=None, metavar="DIR",
@@ -430,21 +588,17 @@ def _compare(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---- explain (hub/explain_command.py) --------------------------------------------------
+def _add_explain_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    from .explain_command import add_explain_parser
+
+    add_explain_parser(add)
+
+
 # ---- output helpers --------------------------------------------------------------------
 def _print_json(data: Any) -> int:
     print(json.dumps(data, indent=2, default=str))
-    return 0
-
-
-def _table(headers: list[str], rows: list[list[str]], indent: str = "") -> str:
-    """A plain aligned text table; the last column is left unpadded."""
-    widths = [max(len(str(x)) for x in [h, *(r[i] for r in rows)])
-              for i, h in enumerate(headers)]
-    lines = []
-    for row in [headers, ["-" * w for w in widths], *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
-        lines.append(indent + "  ".join([*cells, str(row[-1])]).rstrip())
-    return "\n".join(lines)
+    return OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from difflib import get_close_matches
 
 __all__ = [
+    "MAX_MESSAGE_LENGTH",
     "BackendUnavailableError",
     "BuildError",
     "CapabilityError",
@@ -26,16 +27,28 @@ __all__ = [
     "OptimHubError",
     "OptimHubWarning",
     "PluginLoadError",
+    "RoutingError",
     "TargetModulesError",
     "TargetModulesTypeError",
     "UnknownOptimizerError",
     "closest",
     "shorten",
+    "shown",
 ]
+
+
+#: Longest message an optimhub error carries. Every value a message quotes is shortened
+#: (:func:`shown`); this is the backstop for any message that still grows past it (a
+#: module that quotes a value whole): its middle is cut, keeping what was wrong (the start)
+#: and the fix (the end).
+MAX_MESSAGE_LENGTH = 2_500
 
 
 class OptimHubError(Exception):
     """Root of every error optimhub raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(_bounded(a) if isinstance(a, str) else a for a in args))
 
 
 class OptimHubWarning(UserWarning):
@@ -61,6 +74,11 @@ class OptimArgsError(OptimHubError, ValueError):
 
 class OptimArgsTypeError(OptimArgsError, TypeError):
     """A hyperparameter or option of the wrong Python type (a str where a float belongs...)."""
+
+
+class RoutingError(OptimArgsError):
+    """A route set that cannot be applied to this model: a parameter no route claims, a
+    route that claims nothing, an optimizer that cannot take the parameters routed to it."""
 
 
 class TargetModulesError(OptimHubError, ValueError):
@@ -112,8 +130,27 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` as every message quotes a value: shortened by :func:`shorten`, so a
+    megabyte-long value from a config gives a message of a few lines, whatever the entry
+    point."""
+    return shorten(repr(value), limit)
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_LENGTH:
+        return message
+    tail = MAX_MESSAGE_LENGTH // 3
+    head = MAX_MESSAGE_LENGTH - tail - 60
+    cut = len(message) - head - tail
+    return f"{message[:head]} ... [{cut} characters cut] ... {message[-tail:]}"
+
+
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """The candidates that look most like ``word``: what a typo most likely meant."""
+    """The candidates that look most like ``word``: what a typo most likely meant (none for
+    a word far longer than any name: that is no typo)."""
+    if len(word) > 200:
+        return []
     return get_close_matches(word, list(candidates), n=n, cutoff=0.6)
 
 

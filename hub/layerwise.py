@@ -15,40 +15,107 @@ clipping (updates happen inside backward), ``step()`` does nothing.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from .backends import build_lock
 from .checkpoint import check_state, stamp_state
-from .errors import CapabilityError, CheckpointError
+from .errors import CapabilityError, CheckpointError, shorten, shown
 
 __all__ = ["OWNED_PARAMETERS", "LayerwiseOptimizer"]
 
-class _TensorSet:
-    """A weak set of tensors by identity (a WeakSet compares tensors with ``==``)."""
+class _InBackwardOwners:
+    """Which live optimizer updates each parameter inside backward (weakly, by identity).
+
+    A second optimizer on such a parameter would step it twice per backward, or never see
+    its gradient (freed inside backward). An entry lasts as long as both the parameter and
+    its owner live, and until the owner releases it (``LayerwiseOptimizer.close()``).
+    Checking and claiming happen under the process-wide build lock (:meth:`claiming`), so
+    of several threads building on one model at once exactly one wins.
+    """
 
     def __init__(self) -> None:
-        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._owners: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[object]]] = {}
 
-    def add(self, tensor: torch.Tensor) -> None:
-        key = id(tensor)
-        self._refs[key] = weakref.ref(tensor, lambda _ref: self._refs.pop(key, None))
-
-    def discard(self, tensor: torch.Tensor) -> None:
-        self._refs.pop(id(tensor), None)
+    def owner(self, tensor: object) -> object | None:
+        """The live optimizer that updates ``tensor`` inside backward, or None."""
+        entry = self._owners.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]()
 
     def __contains__(self, tensor: object) -> bool:
-        ref = self._refs.get(id(tensor))
-        return ref is not None and ref() is tensor
+        return self.owner(tensor) is not None
+
+    def refuse_owned(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Raise the documented ``CapabilityError`` if another live optimizer updates any
+        of these parameters inside backward."""
+        for name, param in named:
+            owner = self.owner(param)
+            if owner is not None:
+                raise CapabilityError(_owned_message(name, owner))
+
+    @contextmanager
+    def claiming(
+        self, named: Iterable[tuple[str, torch.Tensor]]
+    ) -> Iterator[Callable[[object], None]]:
+        """Check that no parameter is owned and let the caller build and ``claim(owner)``,
+        as one atomic step (other threads' checks wait until the claim is made)."""
+        named = list(named)
+        with build_lock():
+            self.refuse_owned(named)
+            yield lambda owner: self.claim(owner, [p for _, p in named])
+
+    def claim(self, owner: object, params: Iterable[torch.Tensor]) -> None:
+        """Record ``owner`` as the optimizer updating ``params`` inside backward."""
+        with build_lock():
+            for param in params:
+                key = id(param)
+                self._owners[key] = (
+                    weakref.ref(param, lambda _ref, key=key: self._forget(key, _ref)),
+                    weakref.ref(owner),
+                )
+
+    def release(self, owner: object, params: Iterable[torch.Tensor]) -> None:
+        """Forget ``owner``'s claim on ``params`` (after it removed its hooks)."""
+        with build_lock():
+            for param in params:
+                if self.owner(param) is owner:
+                    del self._owners[id(param)]
+
+    def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
+        entry = self._owners.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._owners[key]
 
     def __len__(self) -> int:
-        return len(self._refs)
+        """Entries held (some may be dead): 0 means no parameter is owned, so a build
+        skips the per-parameter check."""
+        return len(self._owners)
 
 
-#: Parameters stepped inside backward by a live (not closed) LayerwiseOptimizer: another
-#: optimizer on them would step them twice, or never see a gradient.
-OWNED_PARAMETERS = _TensorSet()
+def _owned_message(name: str, owner: object) -> str:
+    if isinstance(owner, LayerwiseOptimizer):
+        who = "layerwise optimizer"
+        how = "close() it (or leave its with-block), or drop every reference to it, first"
+    else:
+        who = f"{type(owner).__name__} optimizer (it updates in its fused backward)"
+        how = ("its backward hooks cannot be removed, so build the new optimizer on a fresh "
+               "copy of the model (e.g. reloaded from its checkpoint)")
+    return (
+        f"parameters such as {shown(name)} are stepped inside backward by a live {who}: a "
+        f"second "
+        f"optimizer would step them twice, or never see a gradient; {how}."
+    )
+
+
+#: Parameters stepped inside backward by a live optimizer (a LayerwiseOptimizer that is not
+#: closed, or a fused-backward optimizer such as LOMO): another optimizer on them would
+#: step them twice, or never see a gradient.
+OWNED_PARAMETERS = _InBackwardOwners()
 
 #: Group keys copied from the outer group into the inner optimizers before each step:
 #: what LR schedulers change.
@@ -84,22 +151,38 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 self.inner[name] = build_one({**settings, "params": [param]}, name)
                 self._group_of[name] = group
                 params[name] = param
-        # Hooks only once every inner optimizer built: a failed build leaves the model as it was.
-        for name, param in params.items():
-            self._handles.append(param.register_post_accumulate_grad_hook(self._hook_for(name)))
-            OWNED_PARAMETERS.add(param)
+        # Hooks only once every inner optimizer built: a failed build leaves the model as it
+        # was. Checking that no other optimizer owns a parameter and hooking them is one step.
+        with OWNED_PARAMETERS.claiming(params.items()) as claim:
+            for name, param in params.items():
+                self._handles.append(
+                    param.register_post_accumulate_grad_hook(self._hook_for(name)))
+            claim(self)
+        unhook = weakref.finalize(self, _remove_all, self._handles)
+        unhook.atexit = False
 
     def _hook_for(self, name: str) -> Callable[[torch.Tensor], None]:
+        # The hook holds the optimizer weakly: the model must not keep an optimizer alive
+        # that nobody holds any more (its hooks would step the parameters for good, and its
+        # ownership would refuse every later optimizer on them). When it is collected, a
+        # finalizer removes the hooks.
+        owner = weakref.ref(self)
+
         def step_in_backward(param: torch.Tensor) -> None:
-            inner = self.inner[name]
-            outer = self._group_of[name]
-            for group in inner.param_groups:
-                for key in SYNCED_KEYS:
-                    _assign(group, key, outer[key])
-            inner.step()
-            inner.zero_grad(set_to_none=True)
+            optimizer = owner()
+            if optimizer is not None:
+                optimizer._step_one(name)
 
         return step_in_backward
+
+    def _step_one(self, name: str) -> None:
+        inner = self.inner[name]
+        outer = self._group_of[name]
+        for group in inner.param_groups:
+            for key in SYNCED_KEYS:
+                _assign(group, key, outer[key])
+        inner.step()
+        inner.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
@@ -165,12 +248,8 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     # ---- hooks -----------------------------------------------------------------------
     def close(self) -> None:
         """Remove the backward hooks: after this, backward no longer updates parameters."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for group in self.param_groups:
-            for param in group["params"]:
-                OWNED_PARAMETERS.discard(param)
+        _remove_all(self._handles)
+        OWNED_PARAMETERS.release(self, (p for g in self.param_groups for p in g["params"]))
 
     @property
     def closed(self) -> bool:
@@ -190,6 +269,13 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         return f"LayerwiseOptimizer({len(self.inner)} x {'/'.join(kinds)})"
 
 
+def _remove_all(handles: list[Any]) -> None:
+    """Remove the hooks of a collected (or closed) layerwise optimizer."""
+    for handle in handles:
+        handle.remove()
+    handles.clear()
+
+
 def _assign(group: dict[str, Any], key: str, value: Any) -> None:
     """Set a group value in place; some backends keep lr as a 0-d tensor."""
     current = group.get(key)
@@ -202,5 +288,5 @@ def _assign(group: dict[str, Any], key: str, value: Any) -> None:
 def _few(names: list[str], limit: int = 5) -> str:
     if not names:
         return "none"
-    shown = ", ".join(names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
+    listed = ", ".join(shorten(name) for name in names[:limit])
+    return f"[{listed}{', ...' if len(names) > limit else ''}] ({len(names)})"

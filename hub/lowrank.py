@@ -14,13 +14,14 @@ really uses; for a random projector it is what keeps the state below dense Adam'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .build import BuildRequest
 from .errors import OptimArgsError, TargetModulesError
 from .estimator import EstimateRequest, ParamShape
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "RANK_KEY",

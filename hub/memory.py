@@ -14,7 +14,8 @@ Llama layer-shape spec such as ``"llama:hidden=4096,layers=32,vocab=32000,interm
 
 The formula of each name is its plugin's estimator (:mod:`optimhub.estimator`); without one
 the spec's ``state_bytes_per_param`` (registry.toml) is used; without either,
-:class:`EstimateUnavailableError`: no silent guess.
+:class:`EstimateUnavailableError`: no silent guess. A routed name or route set is estimated
+route by route, each on the parameters it takes: the estimate is the sum of the routes'.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .estimator import EstimateRequest, Estimator, ParamShape, StateEstimate
 from .model_shapes import MODEL_SPEC_EXAMPLE, FlatModel, parse_model_spec
 from .plugin_host import get_registry
 from .prepare import prepare
+from .route_plan import PlannedRoute, RoutingPlan, is_routed, plan_routes
 from .spec import Capability
 
 __all__ = [
@@ -38,7 +40,9 @@ __all__ = [
     "describe_model",
     "estimate",
     "estimate_from_request",
+    "model_from",
     "peak_gradient_bytes",
+    "route_estimates",
 ]
 
 #: The yardstick every estimate is shown next to: AdamW with two fp32 moments.
@@ -49,8 +53,9 @@ ADAMW_STATE_BYTES_PER_PARAM = 8
 class MemoryEstimate:
     """What ``optimhub.estimate`` answers, next to the AdamW fp32 yardstick.
 
-    ``source`` says where the figure came from: ``"plugin"`` (the plugin's estimator) or
-    ``"registry"`` (the spec's ``state_bytes_per_param`` times the trainable count).
+    ``source`` says where the figure came from: ``"plugin"`` (the plugin's estimator),
+    ``"registry"`` (the spec's ``state_bytes_per_param`` times the trainable count) or
+    ``"routes"`` (a routed optimizer: the sum of its routes' estimates, each in ``notes``).
     ``baseline_*`` is AdamW with fp32 moments (8 bytes per trainable parameter) and every
     gradient held.
     """
@@ -140,7 +145,7 @@ def describe_model(model: nn.Module, targets: Iterable[str] = ()) -> tuple[Param
     )
 
 
-def _as_module(model: Any) -> nn.Module:
+def model_from(model: Any) -> nn.Module:
     if isinstance(model, str):
         return parse_model_spec(model).build()
     if isinstance(model, nn.Module):
@@ -162,8 +167,11 @@ def estimate(name: str, model: nn.Module | str, args: Any = None, **overrides: A
     ``create_optimizer`` raises; a name without any estimate raises
     :class:`EstimateUnavailableError`. The backend need not be installed.
     """
+    if is_routed(name):  # also reports an unknown name before a bad model
+        module = model_from(model)
+        return _sum_of_routes(plan_routes(name, module, args, overrides, build=False), module)
     get_registry().get(name)  # an unknown name is reported before a bad model
-    module = _as_module(model)
+    module = model_from(model)
     prepared = prepare(name, module, args, overrides, build=False)
     spec = prepared.spec
     if spec.has(Capability.TARGET_MODULES) and isinstance(module, FlatModel):
@@ -180,6 +188,50 @@ def estimate(name: str, model: nn.Module | str, args: Any = None, **overrides: A
     )
     entry = prepared.entry
     return estimate_from_request(request, entry.estimator, plugin=entry.plugin.describe())
+
+
+def route_estimates(plan: RoutingPlan, module: nn.Module
+                    ) -> list[tuple[PlannedRoute, MemoryEstimate]]:
+    """Each planned route's estimate, on the parameters that route takes."""
+    shapes = describe_model(module, [n for r in plan.routes for n in r.prepared.target_names])
+    result = []
+    for route in plan.routes:
+        taken = set(route.names)
+        request = EstimateRequest(
+            spec=route.spec,
+            options=route.prepared.options,
+            params=tuple(p for p in shapes if p.name in taken),
+            layerwise=route.prepared.layerwise,
+        )
+        entry = route.prepared.entry
+        result.append((route, estimate_from_request(request, entry.estimator,
+                                                    plugin=entry.plugin.describe())))
+    return result
+
+
+def _sum_of_routes(plan: RoutingPlan, module: nn.Module) -> MemoryEstimate:
+    parts = route_estimates(plan, module)
+    shapes = describe_model(module)
+    count = sum(e.trainable_params for _, e in parts)
+    notes = tuple(
+        f"route {route.label!r} ({route.route.select} -> {route.spec.name}): "
+        f"{e.state_bytes:,} bytes of state for {e.trainable_params:,} parameters"
+        + ("" if e.source == "plugin" else " (from registry.toml)")
+        for route, e in parts
+    ) + tuple(note for _, e in parts for note in e.notes)
+    return MemoryEstimate(
+        name=plan.spec.name,
+        source="routes",
+        trainable_params=count,
+        total_params=sum(p.numel for p in shapes),
+        param_bytes=sum(p.nbytes for p in shapes),
+        state_bytes=sum(e.state_bytes for _, e in parts),
+        grad_bytes=sum(e.grad_bytes for _, e in parts),
+        baseline_state_bytes=ADAMW_STATE_BYTES_PER_PARAM * count,
+        baseline_grad_bytes=sum(e.baseline_grad_bytes for _, e in parts),
+        layerwise=any(e.layerwise for _, e in parts),
+        notes=notes,
+    )
 
 
 def estimate_from_request(

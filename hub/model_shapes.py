@@ -20,6 +20,7 @@ from .optim_args import coerce_value, split_optim_args
 from .spec import ArgSpec
 
 __all__ = [
+    "LLAMA_KEYS",
     "MODEL_SPEC_EXAMPLE",
     "FlatModel",
     "LlamaShape",
@@ -50,6 +51,8 @@ _LLAMA_KEYS: Mapping[str, ArgSpec] = {
         ArgSpec("dtype", "str", "parameter dtype", default="fp32", choices=tuple(_DTYPES)),
     )
 }
+#: The keys a ``llama:`` model spec takes.
+LLAMA_KEYS = tuple(_LLAMA_KEYS)
 _REQUIRED_LLAMA_KEYS = ("hidden", "layers", "vocab", "intermediate")
 MODEL_SPEC_EXAMPLE = "llama:hidden=4096,layers=32,vocab=32000,intermediate=11008,heads=32"
 

@@ -30,7 +30,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import OptimArgsError, OptimArgsTypeError, closest, shorten
+from .errors import OptimArgsError, OptimArgsTypeError, closest
+from .errors import shown as quoted
 from .spec import ArgSpec, OptimizerSpec
 
 __all__ = [
@@ -60,6 +61,7 @@ _SPECIAL = _DELIMITERS + _QUOTES
 _INT_SAMPLES = ("1", "2", "3", "4")
 _FLOAT_SAMPLES = ("0.9", "0.95", "0.99", "0.999")
 _EXCERPT = 60
+_KEYS_SHOWN = 5
 
 RawValue = str | tuple[str, ...]
 
@@ -159,7 +161,7 @@ def split_optim_args(text: str, *, optimizer: str = "") -> dict[str, RawValue]:
     if not isinstance(text, str):
         raise OptimArgsTypeError(
             f'{_ctx(optimizer)} must be text like "rank=4,scale=0.25", '
-            f"got {type(text).__name__} {text!r}"
+            f"got {type(text).__name__} {quoted(text)}"
         )
     if len(text) > MAX_OPTIM_ARGS_LENGTH:
         raise _grammar_error(
@@ -177,7 +179,7 @@ def split_optim_args(text: str, *, optimizer: str = "") -> dict[str, RawValue]:
         if key in result:
             raise _grammar_error(
                 optimizer,
-                f"the key {key!r} is given twice in {_show(text)}",
+                f"the key {quoted(key)} is given twice in {_show(text)}",
                 "Give each key once.",
             )
         result[key] = value
@@ -329,13 +331,13 @@ def _parse_value_text(value: str, key: str, optimizer: str) -> RawValue:
     if len(value) > MAX_OPTIM_ARGS_LENGTH:
         raise _grammar_error(
             optimizer,
-            f"the value of {key!r} is {len(value)} characters long, over the limit of "
+            f"the value of {quoted(key)} is {len(value)} characters long, over the limit of "
             f"{MAX_OPTIM_ARGS_LENGTH}",
             "Shorten it.",
         )
     tokens = _tokenize(value, optimizer)
     if not tokens:
-        raise _grammar_error(optimizer, f"{key!r} has an empty value", f"Give {key} a value.")
+        raise _grammar_error(optimizer, f"{quoted(key)} has an empty value", f"Give {key} a value.")
     return _parse_value(value, tokens, key, optimizer)
 
 
@@ -440,7 +442,7 @@ def _coerce_scalar(
     if kind in ("int", "float"):
         problem = arg.bound_violation(typed)  # type: ignore[arg-type]
         if problem is not None:
-            detail = "" if whole is None else f" (item {value!r})"
+            detail = "" if whole is None else f" (item {quoted(value)})"
             raise _value_error(arg, shown, optimizer, f"{problem}{detail}")
     return typed
 
@@ -456,7 +458,7 @@ def _from_text(arg: ArgSpec, kind: str, text: str, optimizer: str, shown: object
             return True
         if folded in _FALSE_WORDS:
             return False
-        raise _value_error(arg, shown, optimizer, f"{text!r} is not true/false/yes/no/1/0")
+        raise _value_error(arg, shown, optimizer, f"{quoted(text)} is not true/false/yes/no/1/0")
     if folded in _NON_FINITE:
         raise _value_error(arg, shown, optimizer, "NaN and infinity are not allowed")
     if kind == "int":
@@ -467,7 +469,7 @@ def _from_text(arg: ArgSpec, kind: str, text: str, optimizer: str, shown: object
 def _int_from_text(arg: ArgSpec, token: str, optimizer: str, shown: object) -> int:
     """Decimal integer text only: no 1.0, no 1e3, no 1_000 (they hide mistakes)."""
     if not _INT_RE.fullmatch(token):
-        raise _value_error(arg, shown, optimizer, f"{token!r} is not an integer")
+        raise _value_error(arg, shown, optimizer, f"{quoted(token)} is not an integer")
     try:
         return int(token)
     except ValueError:  # beyond Python's int/str digit limit
@@ -477,7 +479,7 @@ def _int_from_text(arg: ArgSpec, token: str, optimizer: str, shown: object) -> i
 def _float_from_text(arg: ArgSpec, token: str, optimizer: str, shown: object) -> float:
     """Decimal or exponent number text (1e-3, .5, 128); overflow to inf is refused."""
     if not _FLOAT_RE.fullmatch(token):
-        raise _value_error(arg, shown, optimizer, f"{token!r} is not a number")
+        raise _value_error(arg, shown, optimizer, f"{quoted(token)} is not a number")
     number = float(token)
     if not math.isfinite(number):
         raise _value_error(arg, shown, optimizer, "it is too large to be a finite float")
@@ -521,7 +523,7 @@ def _value_error(
 ) -> OptimArgsError:
     """The one message shape for bad values: optimizer, key, value, why, what is allowed."""
     return cls(
-        f"{_ctx(optimizer)}: {arg.name}={shorten(repr(value))} is not valid: {reason}. "
+        f"{_ctx(optimizer)}: {arg.name}={quoted(value)} is not valid: {reason}. "
         f"Allowed: {arg.describe_allowed()}."
     )
 
@@ -533,7 +535,7 @@ def _choice_error(arg: ArgSpec, value: object, optimizer: str) -> OptimArgsError
     guess = closest(shown, [str(c) for c in choices], n=1)
     hint = f" Did you mean {guess[0]!r}?" if guess else ""
     return OptimArgsError(
-        f"{_ctx(optimizer)}: {arg.name}={value!r} is not valid: it is not one of the "
+        f"{_ctx(optimizer)}: {arg.name}={quoted(value)} is not valid: it is not one of the "
         f"choices.{hint} Allowed: {arg.describe_allowed()}."
     )
 
@@ -574,13 +576,13 @@ def _raw_mapping(
         bad = [k for k in optim_args if not isinstance(k, str)]
         if bad:
             raise OptimArgsTypeError(
-                f"{_ctx(spec.name)}: dict keys must be str, got {bad[0]!r} "
+                f"{_ctx(spec.name)}: dict keys must be str, got {quoted(bad[0])} "
                 f"({type(bad[0]).__name__})"
             )
         return optim_args
     raise OptimArgsTypeError(
         f'{_ctx(spec.name)} must be text like "key=value,key=value", a dict or None, '
-        f"got {type(optim_args).__name__} {optim_args!r}"
+        f"got {type(optim_args).__name__} {quoted(optim_args)}"
     )
 
 
@@ -589,7 +591,8 @@ def _check_known_keys(spec: OptimizerSpec, raw: Mapping[str, object]) -> None:
     unknown = [key for key in raw if key not in spec.args]
     if not unknown:
         return
-    listed = ", ".join(repr(k) for k in unknown)
+    listed = ", ".join(quoted(k) for k in unknown[:_KEYS_SHOWN]) + (
+        f" and {len(unknown) - _KEYS_SHOWN} more" if len(unknown) > _KEYS_SHOWN else "")
     if not spec.args:
         raise OptimArgsError(
             f"{spec.name} takes no optim_args, but {listed} "
@@ -600,7 +603,8 @@ def _check_known_keys(spec: OptimizerSpec, raw: Mapping[str, object]) -> None:
     if len(unknown) == 1:
         hints = [f" Did you mean {guess!r}?" for guess in guesses.values()]
     else:
-        hints = [f" Did you mean {guess!r} for {key!r}?" for key, guess in guesses.items()]
+        hints = [f" Did you mean {guess!r} for {quoted(key)}?"
+                 for key, guess in guesses.items()]
     raise OptimArgsError(
         f"{_ctx(spec.name)}: unknown key{'s' if len(unknown) > 1 else ''} {listed}."
         f"{''.join(hints)} Valid keys: {', '.join(valid)}."
@@ -620,7 +624,7 @@ def format_optim_args(values: Mapping[str, object]) -> str:
     parts = []
     for key, value in values.items():
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-            raise OptimArgsError(f"cannot format optim_args: invalid key {key!r}")
+            raise OptimArgsError(f"cannot format optim_args: invalid key {quoted(key)}")
         if isinstance(value, (tuple, list)):
             text = _format_tuple(value, key)
         else:
@@ -646,13 +650,14 @@ def _format_scalar(value: object, key: str) -> str:
     if isinstance(value, numbers.Real):
         number = float(value)
         if not math.isfinite(number):
-            raise OptimArgsError(f"cannot format optim_args: {key}={value!r} is not finite")
+            raise OptimArgsError(
+                f"cannot format optim_args: {key}={quoted(value)} is not finite")
         return repr(number)
     if isinstance(value, str):
         return _format_str(value, key)
     raise OptimArgsTypeError(
-        f"cannot format optim_args: {key}={value!r} ({type(value).__name__}) is not a "
-        "None, bool, int, float, str or tuple of those"
+        f"cannot format optim_args: {key}={quoted(value)} ({type(value).__name__}) is not "
+        "a None, bool, int, float, str or tuple of those"
     )
 
 
@@ -664,8 +669,8 @@ def _format_str(value: str, key: str) -> str:
         if quote not in value:
             return f"{quote}{value}{quote}"
     raise OptimArgsError(
-        f"cannot format optim_args: {key}={value!r} holds both quote characters, which "
-        "the text form cannot express; pass it in the dict form"
+        f"cannot format optim_args: {key}={quoted(value)} holds both quote characters, "
+        "which the text form cannot express; pass it in the dict form"
     )
 
 

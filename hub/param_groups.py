@@ -24,14 +24,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest
+from .bounded_regex import UnsupportedPatternError, compile_bounded
+from .errors import OptimArgsError, OptimArgsTypeError, TargetModulesError, closest, shown
+from .role_types import WEIGHT_DECAY_POLICIES, ParameterRole, Role
 
 __all__ = [
     "NO_DECAY_MODULE_TYPES",
     "NO_DECAY_NAME_PATTERNS",
+    "WEIGHT_DECAY_POLICIES",
     "ParamGroupRule",
     "ParamGroups",
     "build_param_groups",
+    "decay_names_by_role",
     "decay_parameter_names",
     "no_decay_by_name",
     "parse_rules",
@@ -110,6 +114,24 @@ def _collect_decay_names(module: nn.Module, prefix: str, names: set[str]) -> Non
             _collect_decay_names(child, f"{prefix}{child_name}.", names)
 
 
+#: ``weight_decay_policy`` values. ``"hf"`` (the default) is HF's name-based split above.
+#: ``"matrices"`` decays by role (:mod:`optimhub.roles`): weight matrices, the output head,
+#: conv kernels and expert stacks; never a normalisation layer (by type, whatever its
+#: name), a bias, another 1-D parameter or an embedding. ``"matrices_and_embeddings"``
+#: decays the embeddings too.
+_DECAYED_ROLES: Mapping[str, frozenset[Role]] = {
+    "matrices": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT}),
+    "matrices_and_embeddings": frozenset({Role.MATRIX, Role.HEAD, Role.CONV, Role.EXPERT,
+                                          Role.EMBEDDING}),
+}
+
+
+def decay_names_by_role(roles: Mapping[str, ParameterRole], policy: str) -> set[str]:
+    """The names a role-based ``weight_decay_policy`` decays (not for ``"hf"``)."""
+    decayed = _DECAYED_ROLES[policy]
+    return {name for name, entry in roles.items() if entry.role in decayed}
+
+
 # -- rules ---------------------------------------------------------------------------
 
 
@@ -133,17 +155,18 @@ class ParamGroupRule:
         )
         if self.lr is None and self.weight_decay is None:
             raise OptimArgsError(
-                f"param group rule for pattern {self.pattern!r} overrides nothing: give lr "
+                f"param group rule for pattern {shown(self.pattern)} overrides nothing: give lr "
                 "and/or weight_decay, e.g. {'pattern': 'lm_head', 'lr': 1e-4}."
             )
 
     def matches(self, name: str) -> bool:
-        """Whether the rule applies to the parameter called ``name`` (``re.search``)."""
-        return re.search(self.pattern, name) is not None
+        """Whether the rule applies to the parameter called ``name`` (``re.search``'s answer,
+        in linear time: rules come from configs, see ``bounded_regex``)."""
+        return compile_bounded(self.pattern).search(name)
 
     def describe(self) -> str:
         """The rule as it would be written, without the fields it leaves unset."""
-        fields = [f"pattern={self.pattern!r}"]
+        fields = [f"pattern={shown(self.pattern)}"]
         if self.lr is not None:
             fields.append(f"lr={self.lr!r}")
         if self.weight_decay is not None:
@@ -165,7 +188,7 @@ def _check_pattern(pattern: object) -> None:
     if not isinstance(pattern, str):
         raise OptimArgsTypeError(
             f"a param group rule's pattern must be a str (a regex searched in parameter "
-            f"names); got {pattern!r} ({type(pattern).__name__})."
+            f"names); got {shown(pattern)} ({type(pattern).__name__})."
         )
     if not pattern:
         raise OptimArgsError(
@@ -173,11 +196,17 @@ def _check_pattern(pattern: object) -> None:
             "every parameter."
         )
     try:
-        re.compile(pattern)
+        compile_bounded(pattern)
     except re.error as exc:
         raise OptimArgsError(
-            f"param group rule pattern {pattern!r} is not a valid regular expression ({exc})."
+            f"param group rule pattern {shown(pattern)} is not a valid regular expression "
+            f"({exc})."
         ) from exc
+    except UnsupportedPatternError as exc:
+        raise OptimArgsError(
+            f"param group rule pattern {shown(pattern)} cannot be matched in bounded time: "
+            f"{exc}."
+        ) from None
 
 
 def _check_number(key: str, value: object, *, allow_zero: bool) -> float | None:
@@ -189,14 +218,15 @@ def _check_number(key: str, value: object, *, allow_zero: bool) -> float | None:
         if isinstance(value, str):
             yaml_hint = " (YAML 1.1 reads 1e-4 without a dot as a string: write 1.0e-4)"
         raise OptimArgsTypeError(
-            f"param group rule {key} must be a number; got {value!r} "
+            f"param group rule {key} must be a number; got {shown(value)} "
             f"({type(value).__name__}){yaml_hint}."
         )
     number = float(value)
     bound_ok = number >= 0.0 if allow_zero else number > 0.0
     if not math.isfinite(number) or not bound_ok:
         need = ">= 0" if allow_zero else "> 0"
-        raise OptimArgsError(f"param group rule {key} must be finite and {need}; got {value!r}.")
+        raise OptimArgsError(
+            f"param group rule {key} must be finite and {need}; got {shown(value)}.")
     return number
 
 
@@ -209,7 +239,7 @@ def parse_rules(
         return ()
     if isinstance(rules, (str, bytes, Mapping, ParamGroupRule)) or not isinstance(rules, Sequence):
         raise OptimArgsTypeError(
-            f"param group rules must be a list of rules; got {rules!r} "
+            f"param group rules must be a list of rules; got {shown(rules)} "
             f"({type(rules).__name__}). Wrap a single rule in a list: [{{'pattern': ..., "
             "'lr': ...}]."
         )
@@ -227,7 +257,7 @@ def _parse_rule(index: int, raw: object) -> ParamGroupRule:
             f"got {type(raw).__name__}."
         )
     except OptimArgsError as exc:
-        raise type(exc)(f"param group rule #{index} {raw!r}: {exc}") from None
+        raise type(exc)(f"param group rule #{index} {shown(raw)}: {exc}") from None
 
 
 def _rule_fields(raw: Mapping[Any, object]) -> dict[str, Any]:
@@ -238,7 +268,8 @@ def _rule_fields(raw: Mapping[Any, object]) -> dict[str, Any]:
         if guess is None and isinstance(key, str):
             guess = next(iter(closest(key, _RULE_KEYS, n=1)), None)
         hint = f" Did you mean {guess!r}?" if guess else ""
-        raise OptimArgsError(f"unknown key {key!r}; valid keys are {', '.join(_RULE_KEYS)}.{hint}")
+        raise OptimArgsError(
+            f"unknown key {shown(key)}; valid keys are {', '.join(_RULE_KEYS)}.{hint}")
     if "pattern" not in raw:
         raise OptimArgsError("missing 'pattern' (the regex searched in parameter names).")
     return dict(raw)
@@ -278,6 +309,8 @@ def build_param_groups(
     target_names: Collection[str] = (),
     target_options: Mapping[str, object] = _EMPTY,
     rules: Sequence[ParamGroupRule | Mapping[str, object]] = (),
+    lr_scales: Mapping[str, float] = _EMPTY,
+    base_lr: float | None = None,
 ) -> ParamGroups:
     """The parameter groups for the backend, in HF's layout.
 
@@ -298,6 +331,8 @@ def build_param_groups(
       visited in HF's order (decayed ones, then the rest, each in ``named_params``
       order), non-targets before targets, and a group sits where its first parameter is
       visited: with no rules this is exactly HF's layout.
+    - ``lr_scales`` (name -> factor, e.g. timm's layer-wise decay) multiply a parameter's
+      lr (its rule's, else ``base_lr``); a factor of 1 leaves the group as it was.
     """
     named_params = list(named_params)  # a generator (model.named_parameters()) is read thrice
     trainable = _trainable(named_params)
@@ -308,7 +343,8 @@ def build_param_groups(
     decayed = _decayed(trainable, decay_names)
     _check_rules_match(parsed, trainable, named_params)
 
-    return _assemble(trainable, targets, decayed, float(weight_decay), parsed, target_options)
+    return _assemble(trainable, targets, decayed, float(weight_decay), parsed, target_options,
+                     lr_scales, base_lr)
 
 
 def _trainable(
@@ -329,7 +365,7 @@ def _trainable(
     if len(set(names)) != len(names):
         name = next(n for n, count in Counter(names).items() if count > 1)
         raise OptimArgsError(
-            f"two parameters are both named {name!r}: names identify parameters for "
+            f"two parameters are both named {shown(name)}: names identify parameters for "
             "decay, targets and rules, so each must be unique."
         )
     trainable = [entry for entry in entries if entry[1].requires_grad]
@@ -338,8 +374,8 @@ def _trainable(
         for name, param in trainable:
             if id(param) in first:
                 raise OptimArgsError(
-                    f"parameters {first[id(param)]!r} and {name!r} are the same tensor (tied "
-                    "weights?): an optimizer may hold each Parameter once. Pass "
+                    f"parameters {shown(first[id(param)])} and {shown(name)} are the same "
+                    "tensor (tied weights?): an optimizer may hold each Parameter once. Pass "
                     "model.named_parameters(), which lists a shared Parameter only once."
                 )
             first[id(param)] = name
@@ -365,7 +401,7 @@ def _unpack(entry: object) -> tuple[str, torch.Tensor]:
     if not isinstance(name, str) or not isinstance(param, torch.Tensor):
         raise OptimArgsTypeError(
             f"named_params must hold (str, Parameter) pairs; got ({type(name).__name__}, "
-            f"{type(param).__name__}) for {name!r}."
+            f"{type(param).__name__}) for {shown(name)}."
         )
     return name, param
 
@@ -374,10 +410,11 @@ def _check_weight_decay(weight_decay: object) -> None:
     ok = isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool)
     if not ok:
         raise OptimArgsTypeError(
-            f"weight_decay must be a number; got {weight_decay!r} ({type(weight_decay).__name__})."
+            f"weight_decay must be a number; got {shown(weight_decay)} "
+            f"({type(weight_decay).__name__})."
         )
     if not math.isfinite(float(weight_decay)) or float(weight_decay) < 0.0:  # type: ignore[arg-type]
-        raise OptimArgsError(f"weight_decay must be finite and >= 0; got {weight_decay!r}.")
+        raise OptimArgsError(f"weight_decay must be finite and >= 0; got {shown(weight_decay)}.")
 
 
 def _check_target_options(options: Mapping[str, object]) -> None:
@@ -433,8 +470,37 @@ def _check_rules_match(
         raise OptimArgsError(
             f"param group rule #{index} {rule.describe()} matches no trainable parameter: "
             f"{why}. The pattern is searched (re.search) in names such as "
-            f"{', '.join(repr(n) for n in names[:5])}."
+            f"{', '.join(shown(n) for n in names[:5])}."
         )
+
+
+def _place(
+    name: str,
+    target: bool,
+    decayed: bool,
+    weight_decay: float,
+    rules: Sequence[ParamGroupRule],
+    lr_scale: float = 1.0,
+    base_lr: float | None = None,
+) -> _Placement:
+    wd = float(weight_decay) if decayed else 0.0
+    lr: float | None = None
+    for rule in rules:
+        if not rule.matches(name):
+            continue
+        if rule.weight_decay is not None:
+            wd = rule.weight_decay
+        if rule.lr is not None:
+            lr = rule.lr
+    if lr_scale != 1.0:
+        unscaled = lr if lr is not None else base_lr
+        if unscaled is None:
+            raise OptimArgsError(
+                f"parameter {name!r} has an lr scale of {lr_scale!r} but no learning rate to "
+                "scale: give base_lr (the optimizer's learning_rate)"
+            )
+        lr = unscaled * lr_scale
+    return _Placement(target, decayed, wd, lr)
 
 
 def _assemble(
@@ -444,6 +510,8 @@ def _assemble(
     weight_decay: float,
     rules: Sequence[ParamGroupRule],
     target_options: Mapping[str, object],
+    lr_scales: Mapping[str, float] = _EMPTY,
+    base_lr: float | None = None,
 ) -> ParamGroups:
     """Groups in HF's order: decayed parameters before the rest, targets last.
 
@@ -451,29 +519,27 @@ def _assemble(
     targets after the rest, and a group sits where its first parameter is visited. A
     group's key fixes both classes (target?, decayed?), so one pass in ``named_params``
     order collects every group's members, and the few groups are then put in class order
-    (a stable sort: groups of one class keep the order of their first members). The keys
-    are few (without rules, at most four): each is made once.
+    (a stable sort: groups of one class keep the order of their first members). Without
+    rules or lr scales the key is fixed by the two classes, so each of the (at most four)
+    keys is made once rather than once per parameter.
     """
-    keys: dict[tuple[bool, bool, float, float | None], _Placement] = {}
+    plain: dict[tuple[bool, bool], _Placement] = {}
     members: dict[_Placement, tuple[list[str], list[torch.nn.Parameter]]] = {}
     for name, param in trainable:
-        wd = weight_decay if decayed[name] else 0.0
-        lr: float | None = None
-        for rule in rules:
-            if not rule.matches(name):
-                continue
-            if rule.weight_decay is not None:
-                wd = rule.weight_decay
-            if rule.lr is not None:
-                lr = rule.lr
-        key = (name in targets, decayed[name], wd, lr)
-        placement = keys.get(key)
-        if placement is None:
-            placement = keys[key] = _Placement(*key)
-            members[placement] = ([], [])
-        names, params = members[placement]
-        names.append(name)
-        params.append(param)
+        if rules or lr_scales:
+            placement = _place(name, name in targets, decayed[name], weight_decay, rules,
+                               lr_scales.get(name, 1.0), base_lr)
+        else:
+            classes = (name in targets, decayed[name])
+            placement = plain.get(classes)
+            if placement is None:
+                wd = weight_decay if classes[1] else 0.0
+                placement = plain[classes] = _Placement(classes[0], classes[1], wd, None)
+        entry = members.get(placement)
+        if entry is None:
+            entry = members[placement] = ([], [])
+        entry[0].append(name)
+        entry[1].append(param)
     ordered = sorted(members.items(), key=lambda item: (item[0].target, not item[0].decayed))
     groups = [_group_dict(key, params, target_options) for key, (_, params) in ordered]
     return ParamGroups(groups, [names for _, (names, _) in ordered])

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import OptimArgsError, OptimArgsTypeError
+from .errors import OptimArgsError, OptimArgsTypeError, shown
 from .param_groups import NO_DECAY_MODULE_TYPES
 
 __all__ = ["ModelWalk", "ParameterSource", "walk_model"]
@@ -41,16 +41,22 @@ class ParameterSource:
     #: Names (in ``named``) of parameters held inside a submodule of one of
     #: ``NO_DECAY_MODULE_TYPES`` (HF: ``nn.LayerNorm``), never decayed whatever their name.
     in_no_decay_module: frozenset[str] = frozenset()
+    #: ``list(module.named_parameters())`` of the whole model, from the same walk: equal
+    #: to ``named`` except in a route's share (:meth:`restricted`), where target selection
+    #: still runs on the whole model (None without a module).
+    model_named: list[tuple[str, Any]] | None = None
 
     @classmethod
     def from_module(cls, module: nn.Module, wrapper: nn.Module | None = None
                     ) -> ParameterSource:
         walk = walk_model(module, NO_DECAY_MODULE_TYPES)
         return cls(module, walk.parameters, wrapper=wrapper, named_modules=walk.modules,
-                   in_no_decay_module=walk.inside)
+                   in_no_decay_module=walk.inside, model_named=walk.parameters)
 
     @classmethod
     def from_user(cls, model: Any) -> ParameterSource:
+        if isinstance(model, ParameterSource):  # already normalised (a route's share)
+            return model
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             # Name parameters as the model itself does ("lm_head.weight", not
             # "module.lm_head.weight"), so rules and target patterns written for the model
@@ -97,6 +103,12 @@ class ParameterSource:
             copies.append({**group, "params": params})
         return cls(None, named, copies)
 
+    def restricted(self, names: Iterable[str]) -> ParameterSource:
+        """The same model, with only the parameters called ``names`` (a route's share):
+        the module stays, for decay rules, target selection and roles."""
+        wanted = set(names)
+        return replace(self, named=[(n, p) for n, p in self.named if n in wanted],
+                       user_groups=None)
 
 
 class _ListedDifferently(Exception):
@@ -182,20 +194,20 @@ def _walk_with_torch(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> Mo
 
 def _group_params(index: int, group: Mapping[str, Any]) -> list[Any]:
     if "params" not in group:
-        raise OptimArgsTypeError(f"param group {index} has no 'params' key: {group!r}")
+        raise OptimArgsTypeError(f"param group {index} has no 'params' key: {shown(group)}")
     params = group["params"]
     if isinstance(params, torch.Tensor):
         return [params]
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
         raise OptimArgsTypeError(
             f"param group {index}: 'params' must be a tensor or an iterable of tensors, "
-            f"got {type(params).__name__} {params!r}"
+            f"got {type(params).__name__} {shown(params)}"
         )
     params = list(params)
     for param in params:
         if not isinstance(param, torch.Tensor):
             raise OptimArgsTypeError(
-                f"param group {index}: 'params' holds a {type(param).__name__} ({param!r}); "
+                f"param group {index}: 'params' holds a {type(param).__name__} ({shown(param)}); "
                 "it must hold tensors (parameters)"
             )
     return params
@@ -210,12 +222,12 @@ def _check_group_numbers(index: int, group: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptimArgsTypeError(
                 f"param group {index}: {key} must be a number, got {type(value).__name__} "
-                f"{value!r}"
+                f"{shown(value)}"
             )
         if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
             allowed = "> 0" if key == "lr" else ">= 0"
             raise OptimArgsError(
-                f"param group {index}: {key}={value!r} is not valid; it must be a finite "
+                f"param group {index}: {key}={shown(value)} is not valid; it must be a finite "
                 f"number {allowed}"
             )
 

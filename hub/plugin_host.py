@@ -1,10 +1,11 @@
 """Loading plugins: the built-ins first, then the ``optimhub`` entry points, each isolated.
 
 Loading is lazy (nothing happens at ``import optimhub``) and happens once per process,
-under a lock, so the first ``create_optimizer`` calls from several threads see one
-consistent registry. A plugin that fails to import, fails in its hook, registers a
-malformed spec or claims a name another plugin owns is recorded as a ``PluginFailure``,
-warned about once, shown by ``optimhub plugins``, and everything else keeps working.
+under a lock (and under ``build_lock``, the lock of every first-use import), so the
+first ``create_optimizer`` calls from several threads see one consistent registry. A
+plugin that fails to import, fails in its hook, registers a malformed spec or claims a
+name another plugin owns is recorded as a ``PluginFailure``, warned about once, shown by
+``optimhub plugins``, and everything else keeps working.
 
 Environment switches (read when plugins load):
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from .backends import build_lock
 from .catalog import load_catalog
 from .errors import OptimHubWarning, PluginLoadError
 from .registration import PluginFailure, PluginInfo, Register, Registry
@@ -93,7 +95,9 @@ class PluginHost:
         """The loaded registry; the first access loads every plugin (once)."""
         registry = self._registry
         if registry is None:
-            with self._lock:
+            # Plugins (a third party's may import its backend at import) load under the
+            # lock of every first-use import, taken first, as every builder takes it.
+            with build_lock(), self._lock:
                 if self._registry is None:
                     self._registry = self._load()
                 registry = self._registry
@@ -112,7 +116,10 @@ class PluginHost:
         manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         manager.add_hookspecs(hookspecs)
         loader = _Loader(registry, manager, settings)
+        given = {name for name, _ in self._extra_plugins}
         for plugin_name in sorted({spec.plugin for spec in registry.catalog.values()}):
+            if plugin_name in given:  # a catalog plugin supplied as an object: loaded below
+                continue
             info = PluginInfo(plugin_name, builtin=True)
             loader.load(info, lambda name=plugin_name: importlib.import_module(
                 f"{BUILTIN_PACKAGE}.{name}"))

@@ -19,10 +19,12 @@ from typing import Any
 __all__ = [
     "ARG_TYPES",
     "HYPERPARAMETERS",
+    "ROUTE_ARGUMENT_KEYS",
     "UNSET",
     "ArgSpec",
     "Capability",
     "OptimizerSpec",
+    "RouteTemplate",
 ]
 
 
@@ -117,6 +119,13 @@ ARG_TYPES = ("int", "float", "bool", "str", "int_tuple", "float_tuple")
 #: weight_decay <- weight_decay (applied through the decay param group).
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay")
 
+#: What an option of a routed entry (its ``route`` field) may set on its route besides the
+#: route optimizer's own options: the optimizer itself, or a training hyperparameter in
+#: HF's vocabulary (a value of None leaves the top-level one in place).
+ROUTE_ARGUMENT_KEYS = ("optimizer", "learning_rate", "lr_scale", "weight_decay", "betas",
+                       "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay_policy",
+                       "layer_decay")
+
 
 @dataclass(frozen=True)
 class ArgSpec:
@@ -141,6 +150,7 @@ class ArgSpec:
     length: int | None = None
     target_group: bool = False
     backend_key: str | None = None
+    route: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ARG_TYPES:
@@ -223,6 +233,23 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+@dataclass(frozen=True)
+class RouteTemplate:
+    """One route of a routed catalog entry (a preset such as ``muon``), as data.
+
+    ``select`` are selector terms (roles, ``re:PATTERN``, ``type:ClassName``, ``*``: see
+    :mod:`optimhub.selectors`); ``optimizer`` is the catalog name that steps what it
+    selects; ``name`` labels the route in explanations, state dicts and option mappings.
+    """
+
+    name: str
+    select: tuple[str, ...]
+    optimizer: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "select", tuple(self.select))
+
+
 @dataclass(frozen=True, eq=False)
 class OptimizerSpec:
     """Everything the hub knows about one optimizer name, before importing its backend.
@@ -237,7 +264,10 @@ class OptimizerSpec:
     its plugin's builder and estimator unless the plugin registers its own.
     ``without_cuda`` are constructor keywords that replace ``fixed`` ones where CUDA is
     absent (paging off). ``constructor_weight_decay``: the backend takes weight decay as
-    one constructor argument, not per param group.
+    one constructor argument, not per param group. ``routes``: a routed entry (a preset
+    such as ``muon``) is built by the hub's router from these routes, each stepped by its
+    own catalog optimizer; its options go to the route their ``route`` field names, or,
+    without one, to the route whose optimizer is ``base``.
     """
 
     name: str
@@ -258,6 +288,7 @@ class OptimizerSpec:
     state_bytes_per_param: float | None = None
     without_cuda: Mapping[str, Any] = field(default_factory=dict)
     constructor_weight_decay: bool = False
+    routes: tuple[RouteTemplate, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -267,6 +298,13 @@ class OptimizerSpec:
         object.__setattr__(self, "args", _frozen_mapping(self.args))
         object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))
         object.__setattr__(self, "without_cuda", _frozen_mapping(self.without_cuda))
+        object.__setattr__(self, "routes", tuple(self.routes))
+
+    def __copy__(self) -> OptimizerSpec:
+        return self  # frozen: a copy (of an optimizer that refers to it) shares it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OptimizerSpec:
+        return self
 
     def has(self, capability: Capability | str) -> bool:
         """Whether this optimizer has ``capability`` (a member or its string value)."""
@@ -294,6 +332,11 @@ class OptimizerSpec:
         if self.extra:
             return f'pip install "optimhub[{self.extra}]"'
         return f"pip install {self.distribution}"
+
+    @property
+    def routed(self) -> bool:
+        """Whether the router builds it from ``routes`` (one optimizer per route)."""
+        return bool(self.routes)
 
     @property
     def target_group_args(self) -> tuple[ArgSpec, ...]:

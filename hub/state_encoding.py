@@ -18,11 +18,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, OptimHubWarning
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["OBJECT_TAG", "ObjectCodec", "install_state_codec"]
 
@@ -31,7 +32,7 @@ OBJECT_TAG = "__optimhub_object__"
 #: The tag optimhub 0.1 wrote (for projectors); still read.
 _LEGACY_TAGS = (OBJECT_TAG, "__optimhub_projector__")
 
-_SAFE_SCALARS = (bool, int, float, str, type(None), torch.Tensor)
+_SAFE_SCALARS = (bool, int, float, str, type(None))  # and tensors
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def install_state_codec(optimizer: torch.optim.Optimizer, codec: ObjectCodec) ->
     ``load_state_dict`` without running torch's hooks (bitsandbytes-based ones): their
     objects stay pickled, as the backend saves them.
     """
+    import torch
+
     cls = type(optimizer)
     base = torch.optim.Optimizer
     if cls.state_dict is not base.state_dict or cls.load_state_dict is not base.load_state_dict:
@@ -139,12 +142,16 @@ def _pack(obj: Any) -> Any:
 
 
 def _is_safe(value: Any) -> bool:
+    import torch
+
     if isinstance(value, (list, tuple)):
         return all(isinstance(item, torch.Tensor) for item in value)
-    return isinstance(value, _SAFE_SCALARS)
+    return isinstance(value, (*_SAFE_SCALARS, torch.Tensor))
 
 
 def _to_device(value: Any, param: torch.Tensor | None) -> Any:
+    import torch
+
     if param is None:
         return value
     if isinstance(value, torch.Tensor):

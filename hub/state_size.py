@@ -49,7 +49,7 @@ class _StateWalker:
     param-group entry (GrokAdamW keeps per-parameter state in ``param_groups[i]['state']``),
     attributes of the optimizer itself (AdaLomo's ``exp_avg_sq_row``), objects stored in
     the state (GaLore/APOLLO projectors) and nested optimizers (the ``inner`` ones of a
-    ``LayerwiseOptimizer``). Tensor subclasses (torchao's low-bit state) are unwrapped
+    ``LayerwiseOptimizer``). Tensor subclasses (a backend's low-bit state) are unwrapped
     through ``__tensor_flatten__`` down to the plain tensors that hold the memory.
     """
 

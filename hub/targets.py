@@ -38,7 +38,8 @@ from typing import Any
 
 from torch import nn
 
-from .errors import TargetModulesError, TargetModulesTypeError
+from .bounded_regex import BoundedPattern, UnsupportedPatternError, compile_bounded
+from .errors import TargetModulesError, TargetModulesTypeError, shown
 
 __all__ = [
     "ALL_LINEAR",
@@ -236,7 +237,7 @@ def _normalize(patterns: object) -> tuple[tuple[str, ...], str]:
     """``patterns`` as a tuple of str and the mode it is matched in; raises on bad input."""
     if patterns is None or (isinstance(patterns, (list, tuple)) and not patterns):
         raise TargetModulesError(
-            f"optim_target_modules is required for a low-rank optimizer (got {patterns!r}): "
+            f"optim_target_modules is required for a low-rank optimizer (got {shown(patterns)}): "
             f"give the Linear layers whose weights get the low-rank update, e.g. {_EXAMPLE}."
         )
     if isinstance(patterns, str):
@@ -246,14 +247,14 @@ def _normalize(patterns: object) -> tuple[tuple[str, ...], str]:
     if not isinstance(patterns, (list, tuple)):
         raise TargetModulesTypeError(
             "optim_target_modules must be a str (a regex, or 'all-linear') or a list of str; "
-            f"got {patterns!r} ({type(patterns).__name__}). Example: {_EXAMPLE}."
+            f"got {shown(patterns)} ({type(patterns).__name__}). Example: {_EXAMPLE}."
         )
     for index, item in enumerate(patterns):
         if not isinstance(item, str):
             raise TargetModulesTypeError(
-                f"optim_target_modules[{index}] is {item!r} ({type(item).__name__}); every "
+                f"optim_target_modules[{index}] is {shown(item)} ({type(item).__name__}); every "
                 f"item must be a str (a module name, a substring of one, or a regex). "
-                f"Got optim_target_modules={patterns!r}."
+                f"Got optim_target_modules={shown(patterns)}."
             )
         _check_not_empty(item, where=f"optim_target_modules[{index}]")
     return tuple(patterns), _MODE_LIST
@@ -275,19 +276,28 @@ def _check_model(model: object) -> None:
         )
 
 
-def _compile(items: tuple[str, ...], mode: str) -> tuple[re.Pattern[str], ...]:
-    """Every pattern compiled up front, so a bad regex fails before any module is visited."""
+def _compile(items: tuple[str, ...], mode: str) -> tuple[BoundedPattern, ...]:
+    """Every pattern compiled up front, so a bad regex fails before any module is visited.
+
+    Patterns come from configs: they are matched in linear time (``bounded_regex``), with
+    ``re``'s syntax and answers, so a catastrophic one cannot hang the call.
+    """
     if mode == _MODE_ALL_LINEAR:
         return ()
     compiled = []
     for item in items:
         try:
-            compiled.append(re.compile(item))
+            compiled.append(compile_bounded(item))
         except re.error as exc:
             raise TargetModulesError(
-                f"optim_target_modules pattern {item!r} is not a valid regular expression "
+                f"optim_target_modules pattern {shown(item)} is not a valid regular expression "
                 f"({exc}). Escape special characters (re.escape) or use a plain module name."
             ) from exc
+        except UnsupportedPatternError as exc:
+            raise TargetModulesError(
+                f"optim_target_modules pattern {shown(item)} cannot be matched in bounded time: "
+                f"{exc}."
+            ) from None
     return tuple(compiled)
 
 
@@ -298,14 +308,14 @@ def _match(
     name: str,
     module: nn.Module,
     items: tuple[str, ...],
-    compiled: tuple[re.Pattern[str], ...],
+    compiled: tuple[BoundedPattern, ...],
     mode: str,
 ) -> tuple[str, str] | None:
     """``(pattern, how)`` for the first rule that matches ``name``, as HF tries them."""
     if mode == _MODE_ALL_LINEAR:
         return (items[0], "all-linear") if isinstance(module, nn.Linear) else None
     if mode == _MODE_REGEX:
-        if compiled[0].fullmatch(name) is None:
+        if not compiled[0].fullmatch(name):
             return None
         return items[0], ("exact" if items[0] == name else "regex")
     if name in items:
@@ -314,7 +324,7 @@ def _match(
         if item in name:
             return item, "substring"
     for item, regex in zip(items, compiled, strict=True):
-        if regex.fullmatch(name) is not None:
+        if regex.fullmatch(name):
             return item, "regex"
     return None
 
@@ -431,16 +441,17 @@ def _hints(model: nn.Module, selection: TargetSelection) -> list[str]:
         found = [n for n, _ in _linear_modules(model) if _searches(pattern, n)]
         if found:
             hints.append(
-                f"A str pattern must match a whole module name (re.fullmatch): {pattern!r} "
-                f"occurs inside {found[0]!r} but does not match all of it; write "
-                f"{'.*' + pattern + '.*'!r}, or the list [{pattern!r}]."
+                f"A str pattern must match a whole module name (re.fullmatch): "
+                f"{shown(pattern)} occurs inside {found[0]!r} but does not match all of it; "
+                f"write {shown('.*' + pattern + '.*')}, or the list [{shown(pattern)}]."
             )
     return hints
 
 
 def _searches(pattern: str, name: str) -> bool:
-    return re.search(pattern, name) is not None
+    return compile_bounded(pattern).search(name)
 
 
 def _show_patterns(patterns: tuple[str, ...], mode: str) -> str:
-    return repr(patterns[0]) if mode != _MODE_LIST else repr(list(patterns))
+    """As a message quotes them: shortened like every echoed value."""
+    return shown(patterns[0]) if mode != _MODE_LIST else shown(list(patterns))

@@ -15,6 +15,9 @@ A plugin author runs it against their plugin; the project runs it over the whole
 The checks, each named in the report and in a failure's message:
 
 - ``builds``: ``create_optimizer`` builds it and ``optimhub.spec_of`` returns its spec;
+  a ``matrix_only`` name (the Muon family) is checked in its routed form
+  (:func:`optimhub.routing.matrix_only_routes`: the matrices to it, the rest to AdamW),
+  the only form in which it trains a whole model;
 - ``loss_decreases``: driven by ``optimhub.drive`` (the one loop that honours every
   capability) on a fixed batch of a small LM, the loss after ``steps`` steps is below the
   first step's;
@@ -65,6 +68,7 @@ from .factory import create_optimizer
 from .layerwise import LayerwiseOptimizer
 from .listing import get_spec, list_optimizers
 from .optim_args import split_optim_args
+from .routing import matrix_only_routes
 from .spec import Capability, OptimizerSpec
 from .state_size import is_low_bit, state_bytes, state_bytes_per_param, state_tensors
 from .training import TrainingDriver, drive
@@ -331,7 +335,16 @@ class _Config:
         return kwargs
 
     def build(self, model: nn.Module, **extra: Any) -> torch.optim.Optimizer:
-        return create_optimizer(self.spec.name, model, **self.kwargs(**extra))
+        kwargs = self.kwargs(**extra)
+        if self.matrix_only:
+            routes = matrix_only_routes(self.spec.name, optim_args=kwargs.pop("optim_args", None))
+            return create_optimizer(routes, model, **kwargs)
+        return create_optimizer(self.spec.name, model, **kwargs)
+
+    @property
+    def matrix_only(self) -> bool:
+        """Built in its routed form: the suite's model has norms and biases."""
+        return self.spec.has(Capability.MATRIX_ONLY)
 
     @property
     def layerwise(self) -> bool:
@@ -537,7 +550,10 @@ class _Checks:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise _CheckFailed(f"create_optimizer returned {type(optimizer).__name__}")
         found = spec_of(optimizer)
-        if found is not self.spec:
+        if self.config.matrix_only:
+            if self.spec.name not in [route.optimizer for route in found.routes]:
+                raise _CheckFailed(f"no route of {found!r} is stepped by {self.spec.name!r}")
+        elif found is not self.spec:
             raise _CheckFailed(f"optimhub.spec_of(optimizer) is {found!r}, not {self.spec!r}")
         self.measured["optimizer_type"] = type(optimizer).__name__
         _close(optimizer)

@@ -38,7 +38,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .checkpoint import spec_or_none
-from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError
+from .errors import CapabilityError, OptimArgsError, OptimArgsTypeError, shown
 from .layerwise import LayerwiseOptimizer
 from .prepare import check_layerwise_allowed
 from .spec import Capability, OptimizerSpec
@@ -227,7 +227,7 @@ def _check_driver_inputs(optimizer: Any, scheduler: Any, model: Any, closure: An
         if isinstance(scheduler, str) or not callable(getattr(scheduler, "step", None)):
             raise OptimArgsTypeError(
                 f"scheduler must be a scheduler object (see optimhub.create_scheduler), got "
-                f"{type(scheduler).__name__} {scheduler!r}"
+                f"{type(scheduler).__name__} {shown(scheduler)}"
             )
         bound = getattr(scheduler, "optimizer", optimizer)
         if bound is not optimizer:
@@ -239,11 +239,11 @@ def _check_driver_inputs(optimizer: Any, scheduler: Any, model: Any, closure: An
     if closure is not None and not callable(closure):
         raise OptimArgsTypeError(
             f"closure must be a function that recomputes the loss, got "
-            f"{type(closure).__name__} {closure!r}"
+            f"{type(closure).__name__} {shown(closure)}"
         )
     if model is not None and not isinstance(model, nn.Module):
         raise OptimArgsTypeError(
-            f"model must be an nn.Module or None, got {type(model).__name__} {model!r}"
+            f"model must be an nn.Module or None, got {type(model).__name__} {shown(model)}"
         )
 
 
@@ -256,18 +256,18 @@ def _grad_norm(value: float | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OptimArgsTypeError(f"max_grad_norm must be a number or None, got {value!r}")
+        raise OptimArgsTypeError(f"max_grad_norm must be a number or None, got {shown(value)}")
     if not math.isfinite(value) or value < 0:
         raise OptimArgsError(
             f"max_grad_norm must be a finite number > 0 (or None / 0 for no clipping), "
-            f"got {value!r}"
+            f"got {shown(value)}"
         )
     return float(value) or None
 
 
 def _accumulation(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OptimArgsTypeError(f"gradient_accumulation_steps must be an int, got {value!r}")
+        raise OptimArgsTypeError(f"gradient_accumulation_steps must be an int, got {shown(value)}")
     if value < 1:
-        raise OptimArgsError(f"gradient_accumulation_steps must be >= 1, got {value!r}")
+        raise OptimArgsError(f"gradient_accumulation_steps must be >= 1, got {shown(value)}")
     return value

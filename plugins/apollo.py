@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     RANK_KEY,
@@ -47,7 +45,8 @@ from optimhub.plugin import (
     svd_projector_bytes,
 )
 
-from ._svd_projector import install_compact_projectors
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["build_apollo", "check_apollo_scaling", "estimate_apollo"]
 
@@ -66,6 +65,7 @@ def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
 
     optimizer = APOLLOAdamW(groups, **request.kwargs)
     from ._apollo_projector import CompactSVDProjector, GaLoreProjector
+    from ._svd_projector import install_compact_projectors  # imports torch
 
     install_compact_projectors(optimizer, CompactSVDProjector, GaLoreProjector,
                                applies=lambda group: group["proj"] == "svd")

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import importlib
 import weakref
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     Builder,
@@ -43,7 +40,11 @@ from optimhub.plugin import (
     hookimpl,
 )
 
-from ._bitsandbytes_rules import QMAP_BYTES, bnb_quantized, bnb_state_bytes
+from ._bitsandbytes_rules import QMAP_BYTES, bnb_state_bytes
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
@@ -65,6 +66,8 @@ def keep_embeddings_32bit(optimizer: torch.optim.Optimizer, model: nn.Module) ->
     parameter's state at the first step. The entry is removed when the parameter is
     garbage-collected, so a later tensor that reuses the id does not inherit it.
     """
+    from torch import nn
+
     manager = importlib.import_module("bitsandbytes.optim").GlobalOptimManager.get_instance()
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     names = []
@@ -128,7 +131,7 @@ def bnb_estimator(states: int) -> Estimator:
         sizes = [(p.numel, 32 if p.module_type == "Embedding" else bits)
                  for p in request.trainable]
         total = sum(bnb_state_bytes(n, states=states, bits=b) for n, b in sizes)
-        if any(bnb_quantized(n, bits=b) for n, b in sizes):
+        if bits == 8:  # bnb fills its code tables at construction, quantized tensors or not
             total += QMAP_BYTES
         paged = request.spec.fixed.get("is_paged")
         return StateEstimate(total, notes=(PAGED_NOTE,) if paged else ())

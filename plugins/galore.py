@@ -26,9 +26,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     RANK_KEY,
@@ -56,7 +54,9 @@ from optimhub.plugin import (
 )
 
 from ._bitsandbytes_rules import QMAP_BYTES, bnb_quantized, bnb_state_bytes
-from ._svd_projector import install_compact_projectors
+
+if TYPE_CHECKING:
+    import torch
 
 #: The projector class whose instances GaLore keeps in its state (saved as plain data).
 PROJECTORS = ObjectCodec({"galore_torch.galore_projector": ("GaLoreProjector",)})
@@ -127,6 +127,7 @@ def galore_builder(
         cls = getattr(importlib.import_module("galore_torch"), attribute)
         optimizer = cls(groups, **request.kwargs)
         from ._galore_projector import CompactGaLoreProjector, GaLoreProjector
+        from ._svd_projector import install_compact_projectors  # imports torch
 
         install_compact_projectors(optimizer, CompactGaLoreProjector, GaLoreProjector)
         install_state_codec(optimizer, PROJECTORS)

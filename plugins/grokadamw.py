@@ -30,9 +30,7 @@ ignored there; we pass them (their HF defaults equal GrokAdamW's own, so default
 from __future__ import annotations
 
 import warnings
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     BuildRequest,
@@ -43,6 +41,9 @@ from optimhub.plugin import (
     dense_bytes,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: The warnings GrokAdamW's step() triggers through torch.cuda.amp.autocast(), each with the
 #: module it is attributed to: (message regex, category, module regex).
@@ -97,6 +98,8 @@ def state_into_groups(optimizer: torch.optim.Optimizer) -> None:
     group's saved ``state`` keyed by parameter copies (a checkpoint written without these
     hooks) cannot be matched to parameters: that is said, not silently dropped.
     """
+    import torch
+
     for number, group in enumerate(optimizer.param_groups):
         live = {id(p) for p in group["params"]}
         stale = [key for key in group.get("state") or {} if id(key) not in live]

@@ -5,11 +5,21 @@ hook on every trainable parameter, **permanently** (there is no way to remove th
 from then on each backward pass updates the parameters in place as their gradients
 arrive and frees the gradients. So the loop contract differs from every other optimizer
 (capability ``fused_backward``, see ``optimhub.drive``): ``optimizer.fused_backward(loss,
-lr)`` replaces ``loss.backward(); optimizer.step()`` (``step()`` raises
-NotImplementedError), ``optimizer.grad_norm(loss)`` must come first when
-``clip_grad_norm`` is set (a second backward), gradients cannot accumulate, and the model
-cannot be shared with another optimizer. The learning rate that counts is the one passed to
-``fused_backward``; ``param_groups[0]['lr']`` is only where a scheduler writes it.
+lr)`` replaces ``loss.backward(); optimizer.step()``, ``optimizer.grad_norm(loss)`` must
+come first when ``clip_grad_norm`` is set (a second backward), gradients cannot accumulate,
+and the model cannot be shared with another optimizer. The learning rate that counts is the
+one passed to ``fused_backward``; ``param_groups[0]['lr']`` is only where a scheduler writes
+it.
+
+lomo-optim's hook (one closure, registered with ``p.register_hook`` on every trainable
+parameter) updates, each time any parameter's gradient arrives, every parameter whose
+``.grad`` is already set. So a plain ``loss.backward()`` silently updated most of the model
+with whatever ``lr`` was last used, and only the following ``step()`` raised torch's bare
+``NotImplementedError``. The classes built here are lomo-optim's, subclassed by
+:class:`_FusedBackwardOnly`: the hook acts only inside ``fused_backward`` / ``grad_norm``
+and otherwise raises our ``CapabilityError`` before any update (the first gradient to
+arrive stops the backward, so no weight and no ``.grad`` of a hooked parameter changes),
+and ``step()`` raises the same error, both naming ``fused_backward`` and ``optimhub.drive``.
 
 Where we differ from HF (docs/differences-from-transformers.md, section lomo): HF passes only
 ``lr`` and drops ``weight_decay``; we pass it. LOMO applies one decay to *every* parameter
@@ -35,8 +45,10 @@ synchronises under DeepSpeed ZeRO-3).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     BackendUnavailableError,
@@ -48,6 +60,10 @@ from optimhub.plugin import (
     hookimpl,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
     """``lomo_optim.Lomo(model, lr, weight_decay, clip_grad_norm, clip_grad_value)``."""
@@ -56,7 +72,7 @@ def build_lomo(request: BuildRequest) -> torch.optim.Optimizer:
     _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import Lomo
 
-    return Lomo(model, **request.kwargs)
+    return _construct(Lomo, request.spec.name, model, request)
 
 
 def build_adalomo(request: BuildRequest) -> torch.optim.Optimizer:
@@ -66,7 +82,84 @@ def build_adalomo(request: BuildRequest) -> torch.optim.Optimizer:
     _refuse_hooked_model(request.spec.name, model)
     from lomo_optim import AdaLomo
 
-    return AdaLomo(model, **request.kwargs)
+    return _construct(AdaLomo, request.spec.name, model, request)
+
+
+def _construct(base: type, name: str, model: nn.Module, request: BuildRequest
+               ) -> torch.optim.Optimizer:
+    optimizer = _fused_backward_only(base)(model, **request.kwargs)
+    optimizer.optimhub_name = name
+    return optimizer
+
+
+class _FusedBackwardOnly:
+    """Mixed into lomo-optim's ``Lomo`` / ``AdaLomo``: their gradient hooks update the
+    parameters only inside ``fused_backward`` / ``grad_norm``; anywhere else (a plain
+    ``loss.backward()``) the first hook raises ``CapabilityError`` before any update, and
+    ``step()`` raises it too. Nothing else of lomo-optim's behaviour changes."""
+
+    #: The catalog name, for messages (set after construction).
+    optimhub_name = "lomo"
+    #: How many fused_backward / grad_norm calls are running (the hooks act only then).
+    _fused_depth = 0
+
+    def fuse_update(self) -> Callable[[Any], Any]:
+        return self._only_when_fused(super().fuse_update())  # type: ignore[misc]
+
+    def fuse_update_zero3(self) -> Callable[[Any], Any]:
+        return self._only_when_fused(super().fuse_update_zero3())  # type: ignore[misc]
+
+    def _only_when_fused(self, update: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def update_inside_fused_backward(x: Any) -> Any:
+            if not self._fused_depth:
+                raise CapabilityError(_plain_backward_message(self.optimhub_name))
+            return update(x)
+
+        return update_inside_fused_backward
+
+    def fused_backward(self, loss: torch.Tensor, lr: float) -> None:
+        with self._fused():
+            super().fused_backward(loss, lr)  # type: ignore[misc]
+
+    def grad_norm(self, loss: torch.Tensor) -> None:
+        with self._fused():
+            super().grad_norm(loss)  # type: ignore[misc]
+
+    def step(self, closure: Any = None) -> None:
+        raise CapabilityError(
+            f"optimizer {self.optimhub_name!r} has no step(): it updates the parameters "
+            "inside its own backward. Replace loss.backward(); optimizer.step() with "
+            "optimizer.fused_backward(loss, lr) (after optimizer.grad_norm(loss) when "
+            "clip_grad_norm is set), or let optimhub.drive(optimizer) do it: "
+            "driver.backward(loss); driver.step()."
+        )
+
+    @contextmanager
+    def _fused(self) -> Iterator[None]:
+        self._fused_depth += 1
+        try:
+            yield
+        finally:
+            self._fused_depth -= 1
+
+
+def _plain_backward_message(name: str) -> str:
+    return (
+        f"optimizer {name!r} updates the parameters inside its own fused backward, so a plain "
+        "loss.backward() on its model is refused (it would update the weights with a stale "
+        "learning rate and no clipping); nothing was changed. Call "
+        "optimizer.fused_backward(loss, lr) (after optimizer.grad_norm(loss) when "
+        "clip_grad_norm is set), or let optimhub.drive(optimizer) do it: "
+        "driver.backward(loss); driver.step()."
+    )
+
+
+@functools.cache
+def _fused_backward_only(base: type) -> type:
+    """lomo-optim's class with :class:`_FusedBackwardOnly` mixed in, under its own name
+    (so ``type(optimizer).__name__`` is still ``Lomo`` / ``AdaLomo``)."""
+    return type(base.__name__, (_FusedBackwardOnly, base),
+                {"__module__": __name__, "__qualname__": base.__qualname__})
 
 
 def _model(request: BuildRequest) -> nn.Module:
@@ -76,6 +169,9 @@ def _model(request: BuildRequest) -> nn.Module:
 
 
 def _refuse_float16(name: str, model: nn.Module) -> None:
+    import torch
+
+
     half = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float16]
     if half:
         raise BackendUnavailableError(
@@ -106,9 +202,11 @@ def _refuse_hooked_model(name: str, model: nn.Module) -> None:
 
 
 def _has_lomo_hook(param: torch.Tensor) -> bool:
+    """lomo-optim's own hook (a LOMO built outside the hub) or ours, wrapping it."""
     hooks = getattr(param, "_backward_hooks", None) or {}
     return any(
-        str(getattr(hook, "__module__", "")).startswith("lomo_optim") for hook in hooks.values()
+        str(getattr(hook, "__module__", "")).startswith(("lomo_optim", __name__))
+        for hook in hooks.values()
     )
 
 

@@ -14,7 +14,7 @@ Where we differ from HF (docs/differences-from-transformers.md, section optimi):
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BuildRequest,
@@ -25,6 +25,9 @@ from optimhub.plugin import (
     dense_bytes,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_stable_adamw(request: BuildRequest) -> torch.optim.Optimizer:

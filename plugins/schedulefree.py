@@ -19,9 +19,12 @@ Where we differ from HF (docs/differences-from-transformers.md, section schedule
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import BuildRequest, OptimArgsError, Register, dense_estimator, hookimpl
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_adamw(request: BuildRequest) -> torch.optim.Optimizer:

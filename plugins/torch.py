@@ -7,7 +7,7 @@ gets an optimhub error that names the optim_args keys to change.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BuildRequest,
@@ -22,8 +22,13 @@ from optimhub.plugin import (
     hookimpl,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 
 def build_sgd(request: BuildRequest) -> torch.optim.Optimizer:
+    import torch
+
     options = request.options
     momentum, dampening = options.get("momentum", 0.0), options.get("dampening", 0.0)
     if options.get("nesterov") and (momentum <= 0 or dampening != 0):

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     Builder,
@@ -32,6 +31,9 @@ from optimhub.plugin import (
     blockwise_bytes,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 def torchao_builder(attribute: str) -> Builder:
@@ -50,6 +52,8 @@ def _warn_if_rounding_has_no_effect(request: BuildRequest) -> None:
     """torchao applies ``bf16_stochastic_round`` to bfloat16 parameters only, silently."""
     if not request.options.get("bf16_stochastic_round"):
         return
+    import torch
+
     params = [p for group in request.param_groups for p in group["params"]]
     if params and not any(p.dtype == torch.bfloat16 for p in params):
         dtypes = ", ".join(sorted({str(p.dtype).removeprefix("torch.") for p in params}))

@@ -10,7 +10,7 @@ four options; the dtype options are checked against a list of torch dtype names 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BuildRequest,
@@ -21,12 +21,17 @@ from optimhub.plugin import (
     hookimpl,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 #: The options that name a torch dtype ("bfloat16" -> torch.bfloat16).
 DTYPE_OPTIONS = ("momentum_dtype", "variance_dtype", "compensation_buffer_dtype")
 
 
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype called ``name`` (the catalog's choices are all torch dtype names)."""
+    import torch
+
     dtype = getattr(torch, name)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"torch.{name} is not a dtype")

@@ -19,7 +19,7 @@ rules are checked before building, each naming the keys to change:
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import (
     BuildRequest,
@@ -31,6 +31,9 @@ from optimhub.plugin import (
     factored_elements,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: The learning rate a user gets without setting one (HF's default, and optimhub's).
 DEFAULT_LEARNING_RATE = OptimizerArguments().learning_rate

@@ -78,6 +78,8 @@ CASES: dict[str, dict[str, Any]] = {
         "optim_target_modules": [r".*\.attn\..*", r".*\.mlp\..*"],
         "optim_args": "rank=4",
     },
+    # A routed optimizer: torch's Muon on the matrices, AdamW on the rest, as one object.
+    "muon": {"learning_rate": 1e-3, "weight_decay": 0.01},
 }
 #: The parameter whose APOLLO projector seed is recorded (the seed advances at every refresh).
 APOLLO_PROBE = "layers.0.attn.q_proj.weight"

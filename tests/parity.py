@@ -14,10 +14,20 @@ import torch
 from conftest import lm_batch, lm_loss
 from torch import nn
 
+#: The TrainingArguments fields of each hyperparameter an optimizer may not take.
+_HYPERPARAMETER_FIELDS = {"betas": ("adam_beta1", "adam_beta2"), "eps": ("adam_epsilon",)}
+
 
 def training_args(tmp_path, optim: str, optim_args: str | None = None, **fields: Any):
-    """HF TrainingArguments with non-default hyperparameters, so dropped ones show."""
+    """HF TrainingArguments with non-default hyperparameters, so dropped ones show.
+
+    Betas and epsilon stay at HF's defaults for an optimizer that takes none (given in
+    ``fields`` too): optimhub refuses an explicit value it would have to drop, which HF
+    drops silently (tests/test_hardening_core.py checks the refusal).
+    """
     import transformers
+
+    import optimhub
 
     values = dict(
         output_dir=str(tmp_path), optim=optim, optim_args=optim_args, learning_rate=3e-3,
@@ -25,6 +35,11 @@ def training_args(tmp_path, optim: str, optim_args: str | None = None, **fields:
         report_to=[], use_cpu=True,
     )
     values.update(fields)
+    spec = optimhub.get_spec(optim)  # the HF names the parity tests use are catalog names
+    for hyperparameter, names in _HYPERPARAMETER_FIELDS.items():
+        if not spec.has_hyperparameter(hyperparameter):
+            for name in names:
+                values.pop(name, None)
     return transformers.TrainingArguments(**values)
 
 

@@ -55,7 +55,7 @@ def test_lomo_trains_through_the_driver_with_no_state():
     assert losses[-1] < losses[0] - 0.05
     assert all(p.grad is None for p in model.parameters())  # applied and freed in backward
     assert len(optimizer.state) == 0
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(CapabilityError, match="fused_backward"):
         optimizer.step()
 
 
@@ -157,14 +157,17 @@ def test_the_driver_refuses_accumulation_and_loop_clipping():
         optimhub.drive(optimizer, max_grad_norm=1.0)
 
 
-def test_hooks_stay_registered_so_a_plain_backward_updates_the_model():
-    """The quirk behind fused_backward / no accumulation: construction hooks the model."""
+def test_hooks_stay_registered_and_refuse_a_plain_backward():
+    """The quirk behind fused_backward / no accumulation: construction hooks the model for
+    good. lomo-optim's hooks would update it in a plain backward; the hub's refuse it
+    before anything changes (tests/test_hardening_core.py has the full check)."""
     model = make_tiny_lm()
     optimhub.create_optimizer("lomo", model, lr=LR)
+    assert all(p._backward_hooks for p in model.parameters())
     before = _snapshot(model)
-    lm_loss(model, lm_batch()).backward()
-    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
-    assert changed  # updated by the hooks, without any step()
+    with pytest.raises(CapabilityError, match="optimhub.drive"):
+        lm_loss(model, lm_batch()).backward()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

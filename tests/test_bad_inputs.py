@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ class CliResult:
     code: int | None
     stdout: str
     stderr: str
+    as_json: bool = False
 
 
 def run_cli(argv: Sequence[str]) -> CliResult:
@@ -169,7 +171,7 @@ def run_cli(argv: Sequence[str]) -> CliResult:
             code = cli_main(list(argv))
         except SystemExit as exc:  # argparse's own usage errors exit 2 too
             code = exc.code  # type: ignore[assignment]
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue(), as_json="--json" in argv)
 
 
 def cli(id: str, argv: Callable[[Env], Sequence[str]] | Sequence[str], *contains: str,
@@ -329,6 +331,10 @@ CASES: list[Case] = [
          opt("adamw_torch", lambda env: [env.model.lm_head.weight, env.model.lm_head.weight]),
          OptimArgsError, ValueError, "'params.0' and 'params.1' are the same tensor",
          "named_parameters()"),
+    case("create_optimizer/non-leaf-tensor",
+         opt("adamw_torch", lambda env: [("scaled", env.model.lm_head.weight * 2)]),
+         OptimArgsError, ValueError, "'scaled' (shape [32, 16]) is not a leaf tensor",
+         "detach().requires_grad_()"),
     case("create_optimizer/named-parameter-given-twice",
          opt("adamw_torch", lambda env: [("head", env.model.lm_head.weight),
                                          ("again", env.model.lm_head.weight)]),
@@ -375,7 +381,8 @@ CASES: list[Case] = [
     case("create_optimizer/float16-adam-epsilon-underflows", opt("adamw_torch"),
          OptimHubError, ValueError, "1e-08", "float16", setup=with_model(half_lm)),
     case("create_optimizer/lomo-second-optimizer-on-same-model", opt("lomo"), CapabilityError,
-         ValueError, "already has a LOMO/AdaLomo optimizer attached", "fresh copy of the model",
+         ValueError, "stepped inside backward by a live Lomo optimizer",
+         "fresh copy of the model",
          setup=LOMO),
     case("create_optimizer/layerwise-second-optimizer-on-same-model",
          opt("adamw_torch", layerwise=True), OptimHubError, ValueError, "layerwise",
@@ -973,7 +980,11 @@ def test_bad_input_is_refused_clearly(bad: Case, tmp_path: Path) -> None:
     if bad.error is None:
         result = bad.call(env)
         assert result.code == 2, f"exit status {result.code!r}, stderr: {result.stderr!r}"
-        assert result.stdout == ""
+        if result.as_json:  # the one error object the --json contract promises
+            data = json.loads(result.stdout)
+            assert set(data) == {"error", "type"} and data["error"] in result.stderr
+        else:
+            assert result.stdout == ""
         assert "error:" in result.stderr
         message = result.stderr
     else:

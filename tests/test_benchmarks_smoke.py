@@ -108,6 +108,10 @@ def test_import_time_adds_the_command_line_to_its_table(runs):
         assert float(row[1]) > 0, row
     assert "import optimhub after torch (in-process)" in output
     assert table_row(output, "optimhub list (the command's code)")[1] == "none"
+    floor = table_row(output, "floor: pluggy + registry.toml + entry points")
+    assert float(floor[1]) > 0 and floor[3] == "1.00"
+    assert float(table_row(output, "optimhub info galore_adamw")[5]) > 0  # cpu / floor
+    assert "target: each catalog command <= 2.5x the floor" in output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(),

@@ -8,7 +8,9 @@ nothing an earlier test imported can hide a regression.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -56,3 +58,86 @@ def _heavy_after(code: str) -> list[str]:
 )
 def test_no_backend_is_imported(code: str) -> None:
     assert _heavy_after(code) == [], f"heavy modules imported by: {code!r}"
+
+
+# ---------------------------------------------------------------- the catalog commands
+#: The catalog commands: they read specs only, so they must not import torch (about a
+#: second), numpy, or any backend (benchmarks/import_time.py times them against the floor).
+CATALOG_COMMANDS = [["--help"], ["--version"], ["list"], ["list", "--available"],
+                    ["info", "galore_adamw"], ["info", "adalomo"], ["plugins"]]
+
+_COMMAND_PROBE = """
+import contextlib, io, json, sys
+before = set(sys.modules)
+from optimhub.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main({argv!r})
+    except SystemExit:
+        pass
+new = {{name.split(".")[0] for name in set(sys.modules) - before}}
+print(json.dumps(sorted(new - set(sys.stdlib_module_names))))
+"""
+
+
+@pytest.mark.parametrize("argv", CATALOG_COMMANDS, ids=" ".join)
+def test_catalog_commands_import_only_the_standard_library_pluggy_and_optimhub(argv):
+    """Third-party plugins are not loaded here (OPTIMHUB_DISABLE_PLUGIN_AUTOLOAD): one that
+    imports torch at module level makes these commands import it, which is that plugin's
+    cost (docs/writing-plugins.md: import heavy things inside the builder)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _COMMAND_PROBE.format(argv=argv)], capture_output=True,
+        text=True, check=False, env={**os.environ, "OPTIMHUB_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert imported <= {"optimhub", "pluggy", "tomli"}, imported
+
+
+def test_import_optimhub_imports_no_torch_and_names_load_on_first_use():
+    code = ("import sys, optimhub\n"
+            "assert 'torch' not in sys.modules, 'import optimhub imported torch'\n"
+            "assert set(optimhub.__all__) <= set(dir(optimhub))\n"
+            "optimhub.Capability, optimhub.OptimArgsError, optimhub.list_optimizers\n"
+            "assert 'torch' not in sys.modules, 'the catalog API imported torch'\n"
+            "from optimhub import create_optimizer\n"
+            "assert 'torch' in sys.modules and callable(create_optimizer)\n"
+            "try:\n    optimhub.no_such_name\nexcept AttributeError as e:\n"
+            "    print(e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, env={**os.environ,
+                                              "OPTIMHUB_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "has no attribute 'no_such_name'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("version_py", "expected"),
+    [("cuda: Optional[str] = None\nhip: Optional[str] = None\n", False),
+     ("cuda: Optional[str] = '12.4'\nhip: Optional[str] = None\n", True),
+     ("cuda = None\nhip = '6.2.41133'\n", True),
+     ("__version__ = '9.9'\n", True)],  # unknown layout: ask torch itself
+    ids=["cpu-build", "cuda-build", "rocm-build", "unknown"],
+)
+def test_a_cpu_build_of_torch_has_no_cuda_without_importing_it(tmp_path, monkeypatch,
+                                                                version_py, expected):
+    from optimhub import backends
+
+    package = tmp_path / "torch"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "version.py").write_text(version_py)
+    fake = importlib.util.spec_from_file_location("torch", package / "__init__.py")
+    monkeypatch.setattr(backends.importlib.util, "find_spec",
+                        lambda name: fake if name == "torch" else None)
+    assert backends._torch_build_supports_gpus() is expected
+
+
+def test_the_cuda_answer_without_torch_is_torch_s_answer():
+    import torch
+
+    from optimhub import backends
+
+    if backends._torch_build_supports_gpus():
+        pytest.skip("this torch build has CUDA or ROCm: torch is asked, nothing to compare")
+    assert torch.cuda.is_available() is False

@@ -38,12 +38,14 @@ RANK = 8
 #: One name per backend class and loop contract: plain, factored, low-rank (random, SVD,
 #: Mini, layerwise), fused backward, schedule-free, bnb 8-bit (the embedding kept in 32
 #: bits), AdEMAMix's double buffer, paged, torchao's tensor subclasses, state kept outside
-#: optimizer.state (GrokAdamW), Kahan-capable optimi.
+#: optimizer.state (GrokAdamW), Kahan-capable optimi, and the routed names.
 REPRESENTATIVE = [
     "adamw_torch", "adafactor", "adafactor_torch", "apollo_adamw", "apollo_mini",
     "apollo_adamw_layerwise", "galore_adamw", "galore_adafactor_layerwise", "grokadamw",
     "lomo", "adamw_bnb_8bit", "ademamix_8bit", "paged_lion_8bit", "rmsprop_bnb",
     "adamw_torch_8bit", "stable_adamw", "schedule_free_adamw", "schedule_free_sgd",
+    # routed: one optimizer per route, the state the sum of the routes'
+    "muon", "muon_torch", "galore_plus_adamw_8bit",
 ]
 
 pytestmark = [

@@ -7,8 +7,12 @@ that the loss goes down and that the contract of the optimizer's capabilities wa
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import importlib.util
 import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from safetensors.torch import load_file
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    Trainer,
     TrainerCallback,
     TrainingArguments,
 )
@@ -28,9 +33,19 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
 
 from optimhub import spec_of
-from optimhub.errors import CapabilityError, UnknownOptimizerError
-from optimhub.integrations.transformers import OptimHubTrainer
+from optimhub.errors import (
+    CapabilityError,
+    MissingBackendError,
+    OptimHubWarning,
+    UnknownOptimizerError,
+)
+from optimhub.integrations.transformers import (
+    HubOptimizerFactory,
+    OptimHubTrainer,
+    hub_optimizer,
+)
 from optimhub.layerwise import LayerwiseOptimizer
+from optimhub.testing import hidden_backend
 
 STEPS = 20
 VOCAB = 64
@@ -226,8 +241,8 @@ def test_lomo_fused_backward_with_the_backends_own_clipping(tmp_path):
     assert_learns(trainer)
     lomo = backend(trainer)
     assert type(lomo).__name__ == "Lomo" and lomo.clip_grad_norm == 1.0
-    with pytest.raises(NotImplementedError):
-        lomo.step()  # the backend's own step: the Trainer never called it
+    with pytest.raises(CapabilityError, match="fused_backward"):
+        lomo.step()  # the backend's own step refuses: the Trainer never called it
     rates = logged(trainer, "learning_rate")
     assert rates[0] == 0.3 and rates[-1] < 0.01
     assert lomo.lr == rates[-1]  # fused_backward got the scheduler's lr of that step
@@ -314,17 +329,18 @@ def test_layerwise_steps_in_backward_with_the_real_lr_and_no_dummies(tmp_path, n
 @pytest.mark.parametrize(
     ("name", "args", "kwargs", "match"),
     [
-        ("schedule_free_adamw", {}, {}, r"lr_scheduler_type='constant'"),
-        ("lomo", {"max_grad_norm": 1.0}, {},
-         r"max_grad_norm=0 .or None.*clip_grad_norm=1\.0"),
+        ("schedule_free_adamw", {"lr_scheduler_type": "cosine"}, {},
+         r"lr_scheduler_type='cosine': set TrainingArguments\(lr_scheduler_type='constant'\)"),
+        ("lomo", {"max_grad_norm": 0.5}, {},
+         r"max_grad_norm=0\.5.*max_grad_norm=0 .or None.*clip_grad_norm=1\.0"),
         ("galore_adamw_layerwise", {"max_grad_norm": 0, "gradient_accumulation_steps": 2},
          {"optim_target_modules": TARGETS}, r"gradient_accumulation_steps=1"),
-        ("adamw_torch", {"max_grad_norm": 1.0}, {"layerwise": True},
-         r"layerwise.*max_grad_norm=0"),
+        ("adamw_torch", {"max_grad_norm": 2.0}, {"layerwise": True},
+         r"layerwise.*max_grad_norm=2\.0.*max_grad_norm=0"),
         ("schedule_free_adamw", {"lr_scheduler_type": "constant"}, {"layerwise": True},
          r"cannot run layerwise"),
     ],
-    ids=["schedule_free+linear", "lomo+max_grad_norm", "layerwise+accumulation",
+    ids=["schedule_free+cosine", "lomo+max_grad_norm", "layerwise+accumulation",
          "layerwise+max_grad_norm", "layerwise+incapable"],
 )
 def test_contract_violations_are_refused_before_the_first_step(tmp_path, name, args, kwargs,
@@ -339,8 +355,100 @@ def test_contract_violations_are_refused_before_the_first_step(tmp_path, name, a
     assert max_difference(before, weights(trainer.model)) == 0.0
 
 
-def test_a_ready_made_optimizer_is_refused(tmp_path):
-    model = tiny_llama()
-    with pytest.raises(ValueError, match="optimizers="):
-        OptimHubTrainer(model=model, args=training_args(tmp_path),
-                        optimizers=(torch.optim.SGD(model.parameters(), lr=0.1), None))
+# --------------------------------------------- HF's untouched defaults (issue 15, item 15)
+def _defaults_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, OptimHubWarning)
+            and "HF's default" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "field", "value"),
+    [pytest.param("schedule_free_adamw", {}, "lr_scheduler_type", "'linear'",
+                  marks=needs("schedulefree")),
+     pytest.param("lomo", {}, "max_grad_norm", "1.0", marks=needs("lomo_optim")),
+     pytest.param("galore_adamw_layerwise", {"optim_target_modules": TARGETS,
+                                             "optim_args": "rank=4"},
+                  "max_grad_norm", "1.0", marks=needs("galore_torch")),
+     ("adamw_torch", {"layerwise": True}, "max_grad_norm", "1.0")],
+    ids=["schedule_free", "lomo", "galore_layerwise", "adamw_layerwise"],
+)
+def test_hf_untouched_defaults_train_with_one_warning(tmp_path, name, kwargs, field, value):
+    """A TrainingArguments that only changed the optimizer trains: the default the optimizer
+    cannot honour is replaced, and said once (an explicit other value is still refused,
+    test_contract_violations_are_refused_before_the_first_step)."""
+    args = {"learning_rate": 0.3 if name == "lomo" else 1e-2}
+    trainer = make_trainer(tmp_path, optim=name, args=args, **kwargs)
+    default = next(f.default for f in dataclasses.fields(TrainingArguments) if f.name == field)
+    assert getattr(trainer.args, field) == default  # HF's default, untouched
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    said = _defaults_warnings(caught)
+    assert len(said) == 1, said
+    assert f"{field}={value} (HF's default) runs as" in said[0] and name in said[0]
+    assert_learns(trainer)
+    if field == "lr_scheduler_type":
+        assert set(logged(trainer, "learning_rate")) == {1e-2}  # constant, not linear decay
+    else:
+        assert logged(trainer, "grad_norm") == []  # nothing was clipped (or left to clip)
+
+
+def test_the_values_a_snippet_writes_train_without_that_warning(tmp_path):
+    trainer = make_trainer(tmp_path, optim="adamw_torch", layerwise=True,
+                           args={"max_grad_norm": 0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert _defaults_warnings(caught) == []
+
+
+# ------------------------------------------------- without the extra (issue 15, item 12)
+@pytest.mark.parametrize("hidden", ["accelerate", "transformers"])
+def test_without_the_transformers_extra_the_error_names_it(monkeypatch, hidden):
+    module = "optimhub.integrations.transformers"
+    monkeypatch.delitem(sys.modules, module)  # put back afterwards
+    with hidden_backend(hidden), pytest.raises(MissingBackendError) as caught:
+        importlib.import_module(module)
+    assert 'pip install "optimhub[transformers]"' in str(caught.value)
+    assert hidden in str(caught.value)
+    assert isinstance(caught.value, ImportError)  # `except ImportError` still catches it
+
+
+# --------------------------------------------- the stock Trainer (issue 15, item 13)
+def test_the_stock_trainer_trains_with_the_hub_as_its_optimizer_factory(tmp_path):
+    args = training_args(tmp_path, weight_decay=0.01)
+    trainer = Trainer(model=tiny_llama(), args=args, train_dataset=sequences(),
+                      optimizer_cls_and_kwargs=hub_optimizer("adamw_torch", args))
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    assert_learns(trainer)
+    built = trainer.optimizer.optimizer
+    assert spec_of(built).name == "adamw_torch" and type(built) is torch.optim.AdamW
+    assert sorted(g["weight_decay"] for g in built.param_groups) == [0.0, 0.01]
+
+
+@needs("galore_torch")
+def test_the_stock_trainer_gets_targets_and_optim_args_from_the_training_arguments(tmp_path):
+    args = training_args(tmp_path, max_steps=2, optim_target_modules=TARGETS,
+                         optim_args="rank=4")
+    trainer = Trainer(model=tiny_llama(), args=args, train_dataset=sequences(),
+                      optimizer_cls_and_kwargs=hub_optimizer("galore_adamw", args))
+    trainer.create_optimizer()
+    assert {g.get("rank") for g in trainer.optimizer.param_groups} == {None, 4}
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "match"),
+    [("lomo", {}, r"inside backward \(fused backward\).*OptimHubTrainer"),
+     ("galore_adamw_layerwise", {}, r"inside backward \(layerwise\).*OptimHubTrainer"),
+     ("schedule_free_adamw", {}, r"lr_scheduler_type='constant'.*got lr_scheduler_type='linear'"),
+     ("adamw_torhc", {}, r"'adamw_torch'")],
+)
+def test_the_stock_trainer_path_refuses_what_its_loop_cannot_do(tmp_path, name, args, match):
+    with pytest.raises((CapabilityError, UnknownOptimizerError), match=match):
+        hub_optimizer(name, training_args(tmp_path, **args))
+
+
+def test_a_transformers_without_factories_gets_a_clear_error():
+    with pytest.raises(MissingBackendError, match="factories came with transformers 5"):
+        HubOptimizerFactory([torch.nn.Parameter(torch.zeros(2))], lr=0.1)

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import json
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..tables import render_table, terminal_width
 from .results import Comparison, RunResult, final_window
 
 __all__ = ["COLUMNS", "format_table", "results_document", "table_rows", "write_results"]
 
 #: The table's columns, in order (also the keys of the --json rows, with a few more).
 COLUMNS = ("name", "lr", "final loss", "eval loss", "state B/param", "step time", "status")
+#: Names and status left-aligned, numbers right-aligned.
+_ALIGN = "<" + ">" * (len(COLUMNS) - 2) + "<"
 
 
 def table_rows(comparison: Comparison) -> list[dict[str, Any]]:
@@ -98,7 +102,8 @@ def format_table(comparison: Comparison) -> str:
     threads = comparison.threads
     added = (f" ({comparison.baseline} was added as the baseline)"
              if comparison.baseline_added else "")
-    lines = [
+    width = terminal_width()
+    header = [
         f"optimhub compare: {problem.steps} steps per optimizer; a {model.num_layers}-layer "
         f"causal LM ({comparison.parameters:,} parameters, width {model.hidden_size})",
         f"on a synthetic language (batch {problem.batch_size} x {tokens} tokens, seed "
@@ -108,17 +113,26 @@ def format_table(comparison: Comparison) -> str:
         f"final loss: mean of the last {final_window(problem.steps)} steps",
         f"step time: median of forward+backward+update, relative to {comparison.baseline}"
         + added,
-        "",
     ]
+    lines = [part for line in header for part in _prose(line, width)] + [""]
     rows = [[_cell_name(r, comparison), _num(r.lr, "g"), _num(r.final_loss, ".3f"),
              _num(r.eval_loss, ".3f"), _num(r.state_bytes_per_param, ".2f"),
              _times(r.relative_step_time), r.status] for r in comparison.results]
-    lines.append(_aligned(list(COLUMNS), rows))
+    lines.append(render_table(list(COLUMNS), rows, align=_ALIGN, width=width))
     explained = [r for r in comparison.results if r.reason]
     if explained:
         lines += ["", "not run (or stopped):"]
-        lines += [f"  {r.name}: {r.reason}" for r in explained]
+        for r in explained:
+            lines += _prose(f"  {r.name}: {r.reason}", width, indent="    ")
     return "\n".join(lines)
+
+
+def _prose(text: str, width: int | None, indent: str = "") -> list[str]:
+    """A line of text fitted to the terminal, wrapped only at spaces."""
+    if width is None or len(text) <= width:
+        return [text]
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def _cell_name(result: RunResult, comparison: Comparison) -> str:
@@ -136,16 +150,3 @@ def _num(value: float | None, spec: str) -> str:
 
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
-
-
-def _aligned(headers: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned text columns, numbers right-aligned; the last column unpadded."""
-    widths = [max(len(c) for c in [h, *(r[i] for r in rows)]) for i, h in enumerate(headers)]
-    numeric = [i for i in range(1, len(headers) - 1)]
-
-    def line(cells: list[str]) -> str:
-        out = [c.rjust(w) if i in numeric else c.ljust(w)
-               for i, (c, w) in enumerate(zip(cells[:-1], widths[:-1], strict=True))]
-        return "  ".join([*out, cells[-1]]).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import OptimArgsError, OptimArgsTypeError, OptimHubError, PluginLoadError
 from ..listing import get_spec
 from ..optim_args import resolve_optim_args, split_optim_args
+from ..route_plan import spec_for
 from ..spec import Capability, OptimizerSpec
 
 __all__ = [
@@ -141,8 +142,8 @@ def _resolve(names: Sequence[str]) -> list[tuple[str, OptimizerSpec | None, str]
     seen: set[str] = set()
     result: list[tuple[str, OptimizerSpec | None, str]] = []
     for name in names:
-        try:
-            spec: OptimizerSpec | None = get_spec(name)
+        try:  # a name, a routed name (muon) or a route set's text
+            spec: OptimizerSpec | None = spec_for(name)
             problem = ""
         except PluginLoadError as exc:
             spec, problem = None, str(exc).splitlines()[0]
@@ -159,7 +160,7 @@ def _by_canonical(values: Mapping[str, Any], compared: set[str], option: str
     result: dict[str, Any] = {}
     for name, value in values.items():
         try:
-            key: str | None = get_spec(name).name
+            key: str | None = spec_for(name).name
         except OptimHubError:
             key = None
         if key not in compared:

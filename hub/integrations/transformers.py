@@ -21,31 +21,66 @@ arguments HF reads, and what the optimizer's capabilities ask of the loop is don
   ``optimizer.step()`` does nothing;
 - layerwise: parameters are stepped inside backward by the hub's ``LayerwiseOptimizer``,
   scheduled and logged with its real lr; its hooks are removed when ``train()`` returns;
-- both in-backward modes refuse ``max_grad_norm > 0`` (HF's default is 1.0), gradient
-  accumulation, fp16 loss scaling and multi-process training before anything is built.
+- both in-backward modes refuse ``max_grad_norm > 0``, gradient accumulation, fp16 loss
+  scaling and multi-process training before anything is built.
 
-Importing this module imports transformers; ``import optimhub`` does not import it.
+HF's untouched defaults are not choices: ``max_grad_norm=1.0`` with an in-backward optimizer
+and ``lr_scheduler_type="linear"`` with a schedule-free one run as ``0`` and ``"constant"``,
+with one ``OptimHubWarning`` (:mod:`optimhub.trainer_settings`); any other value the optimizer
+cannot honour is refused.
+
+It is a drop-in: ``optimizers=(optimizer, scheduler)`` and ``optimizer_cls_and_kwargs=``
+are used as the stock Trainer uses them, and when the optimizer was built by optimhub (its
+spec is known) its loop contract is kept as above. For a Trainer class that cannot change,
+:func:`hub_optimizer` gives the stock ``transformers.Trainer`` (5.x) an optimizer factory:
+
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      optimizer_cls_and_kwargs=hub_optimizer("apollo_adamw", args))
+
+Importing this module imports transformers and accelerate (without them:
+``MissingBackendError`` naming ``pip install "optimhub[transformers]"``); ``import optimhub``
+does not import them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from accelerate.optimizer import AcceleratedOptimizer
-from transformers import Trainer
 
-from ..errors import CapabilityError, OptimArgsError
+from ..errors import CapabilityError, MissingBackendError, OptimArgsError, OptimHubWarning
+
+try:
+    from accelerate.optimizer import AcceleratedOptimizer
+    from transformers import Trainer
+except ImportError as exc:  # the optional extra is missing
+    raise MissingBackendError(
+        "optimhub.integrations.transformers (OptimHubTrainer, hub_optimizer) needs the "
+        f"packages 'transformers' and 'accelerate' ({type(exc).__name__}: {exc}). Install "
+        'them with: pip install "optimhub[transformers]"'
+    ) from exc
+
+from ..checkpoint import spec_or_none
 from ..factory import create_optimizer
 from ..layerwise import LayerwiseOptimizer
-from ..listing import get_spec
+from ..prepare import check_layerwise_allowed
+from ..route_plan import spec_for
+from ..routed import RoutedOptimizer
 from ..schedules import create_scheduler
 from ..spec import Capability, OptimizerSpec
+from ..trainer_settings import (
+    hf_default,
+    required_settings,
+    setting_name,
+    stock_trainer_problem,
+)
 from ..training import TrainingDriver, check_loop_contract, drive
 
-__all__ = ["OptimHubTrainer"]
+__all__ = ["HubOptimizerFactory", "OptimHubTrainer", "hub_optimizer"]
 
 
 class OptimHubTrainer(Trainer):
@@ -53,15 +88,20 @@ class OptimHubTrainer(Trainer):
 
     Keyword arguments on top of ``Trainer``'s:
 
-    - ``optim``: any optimhub name or alias, a third-party plugin's included (default:
-      ``args.optim``);
+    - ``optim``: any optimhub name or alias, a third-party plugin's included, or a route set
+      (``"matrix, conv -> muon_torch; * -> adamw_torch"``, see docs/user-guide.md, Routing)
+      (default: ``args.optim``);
     - ``optim_args``: a ``"k=v,k2=(a,b)"`` string or a dict, typed against the optimizer's
       schema (default: ``args.optim_args``);
     - ``optim_target_modules``: for low-rank optimizers (default: ``args.optim_target_modules``);
     - ``layerwise``: step every parameter inside backward (for specs that allow it).
 
-    The optimizer is built from its name, so ``optimizers=`` and ``optimizer_cls_and_kwargs=``
-    are refused: use ``transformers.Trainer`` for an optimizer built elsewhere.
+    ``optimizers=(optimizer, scheduler)`` and ``optimizer_cls_and_kwargs=`` work as in the
+    stock Trainer (and exclude ``optim=``): the objects given are used as they are, and
+    when optimhub built the optimizer (``optimhub.spec_of`` knows it; ``hub_optimizer``'s
+    factory included) its loop contract is kept too. A foreign optimizer is driven exactly
+    as the stock Trainer drives it; only a missing scheduler is built by optimhub (HF's
+    learning rates, with optimhub's checks).
     """
 
     def __init__(
@@ -74,45 +114,114 @@ class OptimHubTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if self.optimizer is not None or self.lr_scheduler is not None or (
-            self.optimizer_cls_and_kwargs is not None
+        factory = _factory_kwargs(self.optimizer_cls_and_kwargs)
+        given = self.optimizer is not None or (
+            self.optimizer_cls_and_kwargs is not None and factory is None)
+        if (given or factory is not None) and (
+            optim is not None or optim_args is not None or optim_target_modules is not None
+            or layerwise
         ):
             raise OptimArgsError(
-                "OptimHubTrainer builds the optimizer and scheduler from optim= (an optimhub "
-                "name); do not pass optimizers= or optimizer_cls_and_kwargs= to it. To train "
-                "with an optimizer built elsewhere, use transformers.Trainer."
+                "OptimHubTrainer got both an optimizer (optimizers= or "
+                "optimizer_cls_and_kwargs=) and optim=/optim_args=/optim_target_modules=/"
+                "layerwise=, which would build another one; give one of the two"
             )
-        self.optim = optim if optim is not None else _name(self.args.optim)
-        self.optimizer_spec: OptimizerSpec = get_spec(self.optim)  # an unknown name fails here
+        if factory is not None:  # hub_optimizer(...): the hub path, under its own name
+            optim, optim_args = factory["name"], factory["optim_args"]
+            optim_target_modules = factory["optim_target_modules"]
+        #: The user's optimizer (or optimizer_cls_and_kwargs) is used as the stock Trainer
+        #: uses it; only the hub's own optimizers are built (and rebuilt) here.
+        self._user_optimizer = given
+        self.optimizer_spec: OptimizerSpec | None = None
+        self.optim: str | None = None
+        if given:
+            self._adopt_spec(self.optimizer)
+        else:
+            self.optim = optim if optim is not None else _name(self.args.optim)
         self.optim_args = optim_args if optim_args is not None else self.args.optim_args
+        if self.optim is not None:
+            # An unknown name or a bad route set fails here; a routed name's capabilities are
+            # its routes' (and, for a preset, its optim_args': a schedule-free fallback...).
+            self.optimizer_spec = spec_for(self.optim, optim_args=self.optim_args)
         self.optim_target_modules = (
             optim_target_modules if optim_target_modules is not None
             else self.args.optim_target_modules
         )
-        self.layerwise = layerwise
+        self.layerwise = layerwise or isinstance(self.optimizer, LayerwiseOptimizer)
         self._driver: TrainingDriver | None = None
         self._num_training_steps: int | None = None
         self._eval_depth = 0
+        self._replaced_defaults: dict[str, Any] = {}
+        self._defaults_warned = False
+
+    def _adopt_spec(self, optimizer: Any) -> None:
+        """The spec of a user's optimizer, when optimhub built it (None: a foreign one)."""
+        spec = spec_or_none(_unwrap(optimizer)) if optimizer is not None else None
+        self.optimizer_spec = spec
+        self.optim = spec.name if spec is not None else None
 
     # ---- what the spec says ----------------------------------------------------------
     @property
     def _in_backward(self) -> str | None:
         """How the parameters are updated inside backward, if they are (None: by step())."""
         spec = self.optimizer_spec
-        if not spec.updates_in_backward(self.layerwise):
+        if spec is None or not spec.updates_in_backward(self.layerwise):
             return None
         return "fused backward" if spec.has(Capability.FUSED_BACKWARD) else "layerwise"
+
+    def _setting(self, field: str) -> Any:
+        """A TrainingArguments value as this Trainer runs it: HF's untouched default
+        replaced where the optimizer cannot honour it (see _replace_untouched_defaults)."""
+        if field in self._replaced_defaults:
+            return self._replaced_defaults[field]
+        return getattr(self.args, field)
+
+    def _replace_untouched_defaults(self) -> None:
+        """HF's defaults (max_grad_norm=1.0, lr_scheduler_type="linear") are not choices:
+        where the optimizer cannot honour one, run with the value it needs and say so once.
+        Any other value it cannot honour is left for _check_loop_contract to refuse."""
+        spec = self.optimizer_spec
+        replaced: dict[str, Any] = {}
+        reasons = []
+        for setting in required_settings(spec, layerwise=self.layerwise):
+            value = getattr(self.args, setting.field)
+            default = hf_default(self.args, setting.field)
+            if setting.satisfied_by(value) or default is dataclasses.MISSING or (
+                setting_name(value) != setting_name(default)
+            ):
+                continue
+            replaced[setting.field] = setting.value
+            reasons.append(
+                f"{setting.field}={setting_name(value)!r} (HF's default) runs as "
+                f"{setting.field}={setting.value!r}: {setting.reason}"
+            )
+        self._replaced_defaults = replaced
+        if reasons and not self._defaults_warned:
+            self._defaults_warned = True
+            fields = ", ".join(f"{k}={v!r}" for k, v in replaced.items())
+            warnings.warn(
+                f"optimhub: optimizer {self.optim!r}: " + "; ".join(reasons) + ". Set "
+                f"TrainingArguments({fields}) to say so and silence this warning; any other "
+                "value it cannot honour is refused.",
+                OptimHubWarning,
+                stacklevel=4,
+            )
 
     def _check_loop_contract(self) -> None:
         """Refuse, before anything is built, what the Trainer cannot do for this optimizer.
 
         These are hub/training.py's contract rules (TrainingDriver._check_contracts), checked
         from the spec rather than from a built optimizer, and worded in TrainingArguments'
-        terms: building LOMO first would hook the model for good.
+        terms: building LOMO first would hook the model for good. A foreign optimizer (no
+        spec) is the stock Trainer's business: nothing is checked.
         """
         name, args, spec = self.optim, self.args, self.optimizer_spec
+        if spec is None:
+            return
+        check_layerwise_allowed(spec, self.layerwise)  # before saying anything about it
+        self._replace_untouched_defaults()
         check_loop_contract(
-            spec, layerwise=self.layerwise, max_grad_norm=args.max_grad_norm or None,
+            spec, layerwise=self.layerwise, max_grad_norm=self._setting("max_grad_norm") or None,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             # The Trainer calls step() without a closure.
             has_closure=False,
@@ -137,13 +246,13 @@ class OptimHubTrainer(Trainer):
                 f"optimizer {name!r} cannot run under DistributedDataParallel "
                 f"(world_size={args.world_size}): train in one process"
             )
-        schedule = _name(args.lr_scheduler_type)
+        schedule = _name(self._setting("lr_scheduler_type"))
         if spec.has(Capability.SCHEDULE_FREE) and schedule != "constant":
             raise CapabilityError(
                 f"optimizer {name!r} is schedule-free: it needs a constant learning rate (its "
-                f"iterate averaging replaces the decay), but lr_scheduler_type={schedule!r} "
-                "(HF's default is 'linear'): set TrainingArguments(lr_scheduler_type="
-                "'constant'); a warmup goes to the optimizer itself through warmup_steps"
+                f"iterate averaging replaces the decay), but lr_scheduler_type={schedule!r}: "
+                "set TrainingArguments(lr_scheduler_type='constant'); a warmup goes to the "
+                "optimizer itself through warmup_steps"
             )
 
     # ---- building ----------------------------------------------------------------------
@@ -153,7 +262,11 @@ class OptimHubTrainer(Trainer):
         super().create_optimizer_and_scheduler(num_training_steps)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        """Build ``self.optim`` through optimhub (once; HF's rule), with the real step count."""
+        """Build ``self.optim`` through optimhub (once; HF's rule), with the real step count;
+        or take the user's optimizer (or ``optimizer_cls_and_kwargs``) as the stock Trainer
+        does, and drive it by its contract when optimhub built it."""
+        if self._user_optimizer:
+            return self._adopt_user_optimizer(model)
         carried = None
         previous = self._backend_optimizer()
         if self.optimizer is not None and isinstance(previous, LayerwiseOptimizer) and (
@@ -177,12 +290,27 @@ class OptimHubTrainer(Trainer):
         optimizer = create_optimizer(self.optim, model, self.args, **overrides)
         if carried is not None:
             optimizer.load_state_dict(carried)
+        self.optimizer = self._driven(optimizer, model)
+        return self.optimizer
+
+    def _adopt_user_optimizer(self, model: torch.nn.Module | None) -> torch.optim.Optimizer:
+        if self.optimizer is None:  # optimizer_cls_and_kwargs: HF builds it, as it would
+            super().create_optimizer(model)
+            self._adopt_spec(self.optimizer)
+            self.layerwise = isinstance(self.optimizer, LayerwiseOptimizer)
+        if self._driver is None and self.optimizer_spec is not None:
+            self._check_loop_contract()
+            self.optimizer = self._driven(_unwrap(self.optimizer),
+                                          self.model if model is None else model)
+        return self.optimizer
+
+    def _driven(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Any:
+        """The driver of a hub optimizer, and what the Trainer loop should hold."""
         # Clipping and accumulation are the HF loop's; _check_loop_contract refused them
         # for the in-backward modes, so the driver is given neither.
         self._driver = drive(optimizer, model=model)
         if self._driver.fused:
-            optimizer = _SteppedInBackward.prepared(optimizer, self.accelerator)
-        self.optimizer = optimizer
+            return _SteppedInBackward.prepared(optimizer, self.accelerator)
         return optimizer
 
     def create_scheduler(
@@ -195,10 +323,11 @@ class OptimHubTrainer(Trainer):
         """
         if self.lr_scheduler is None:
             target = _unwrap(optimizer if optimizer is not None else self.optimizer)
-            warmup = (0 if self.optimizer_spec.has(Capability.SCHEDULE_FREE)
+            spec = self.optimizer_spec
+            warmup = (0 if spec is not None and spec.has(Capability.SCHEDULE_FREE)
                       else self.args.get_warmup_steps(num_training_steps))
             self.lr_scheduler = create_scheduler(
-                self.args.lr_scheduler_type, target, num_warmup_steps=warmup,
+                self._setting("lr_scheduler_type"), target, num_warmup_steps=warmup,
                 num_training_steps=num_training_steps, **(self.args.lr_scheduler_kwargs or {}),
             )
             self._created_lr_scheduler = True  # HF's flag: rebuilt on the next train()
@@ -223,8 +352,11 @@ class OptimHubTrainer(Trainer):
             optimizer = self._backend_optimizer()
             if self._driver is not None and self._driver.schedule_free:
                 self._driver.finish()  # the model keeps the averaged weights, as it is saved
-            if isinstance(optimizer, LayerwiseOptimizer):
-                optimizer.close()  # a later backward must not update the model
+            if isinstance(optimizer, (LayerwiseOptimizer, RoutedOptimizer)) and (
+                not self._user_optimizer
+            ):
+                optimizer.close()  # a later backward must not update the model (a user's
+                # own layerwise optimizer stays as given: they close it)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
                       num_items_in_batch: Any = None) -> torch.Tensor:
@@ -234,11 +366,21 @@ class OptimHubTrainer(Trainer):
         with _backward_through(self.accelerator, self._driver.backward):
             return super().training_step(model, inputs, num_items_in_batch)
 
+    def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
+        """No gradient is left to clip after an in-backward update (HF's default
+        max_grad_norm=1.0 gets here; _check_loop_contract refused any other value)."""
+        if self._updates_in_backward():
+            return None
+        return super()._clip_grad_norm(model)
+
     def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
         """No gradient is left after an in-backward update: report none (HF logs 0.0)."""
-        if self._driver is not None and (self._driver.fused or self._driver.layerwise):
+        if self._updates_in_backward():
             return None
         return super()._get_grad_norm(model, grad_norm)
+
+    def _updates_in_backward(self) -> bool:
+        return self._driver is not None and (self._driver.fused or self._driver.layerwise)
 
     # ---- saving: schedule-free keeps the averaged weights ------------------------------
     @contextlib.contextmanager
@@ -271,6 +413,91 @@ class OptimHubTrainer(Trainer):
         # The best checkpoint holds eval weights: load them in eval mode.
         with self._evaluation_weights():
             super()._load_best_model()
+
+
+# ---- the stock Trainer ------------------------------------------------------------------
+class HubOptimizerFactory:
+    """The optimizer "class" :func:`hub_optimizer` gives ``transformers.Trainer``: a
+    transformers 5.x optimizer factory (``is_optimizer_factory``), which the Trainer
+    instantiates without arguments and then calls with ``(model, **kwargs)``."""
+
+    def __init__(self, *params: Any, **kwargs: Any) -> None:
+        if params or kwargs:  # a transformers without factories calls cls(params, **kwargs)
+            raise MissingBackendError(
+                "this transformers Trainer treats optimizer_cls_and_kwargs as an optimizer "
+                "class, not a factory (factories came with transformers 5.x): upgrade with "
+                "pip install -U transformers, or use OptimHubTrainer"
+            )
+
+    def __call__(self, model: torch.nn.Module, *, name: str, args: Any,
+                 optim_args: Any = None, optim_target_modules: Any = None
+                 ) -> torch.optim.Optimizer:
+        return create_optimizer(name, model, args, optim_args=optim_args,
+                                optim_target_modules=optim_target_modules)
+
+
+def hub_optimizer(
+    name: str,
+    args: Any,
+    *,
+    optim_args: str | Mapping[str, Any] | None = None,
+    optim_target_modules: str | Sequence[str] | None = None,
+) -> tuple[type[HubOptimizerFactory], dict[str, Any]]:
+    """``optimizer_cls_and_kwargs`` for the stock ``transformers.Trainer`` (5.x): any optimhub
+    name, built by ``optimhub.create_optimizer(name, model, args, ...)`` when the Trainer
+    creates its optimizer.
+
+        trainer = Trainer(model=model, args=args, train_dataset=data,
+                          optimizer_cls_and_kwargs=hub_optimizer("galore_adamw", args))
+
+    ``args`` are the Trainer's ``TrainingArguments`` (learning rate, betas, weight decay,
+    ``optim_args`` and ``optim_target_modules`` are read from them; the keywords here win).
+    The stock loop knows no loop contract, so what it cannot do is refused here, before
+    anything is built: an optimizer that updates inside backward (use
+    :class:`OptimHubTrainer`), and for a schedule-free one any ``lr_scheduler_type`` but
+    ``"constant"`` (the stock Trainer would build that schedule itself; HF's untouched
+    default included, since only OptimHubTrainer can replace it).
+    """
+    given = {} if optim_args is None else {"optim_args": optim_args}
+    spec = spec_for(name, args, **given)  # an unknown name or a bad route set fails here
+    problem = stock_trainer_problem(spec)
+    if problem is not None:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot be trained by the stock transformers.Trainer: "
+            f"{problem}"
+        )
+    for setting in required_settings(spec):
+        value = getattr(args, setting.field, None)
+        if not setting.satisfied_by(value):
+            raise CapabilityError(
+                f"optimizer {spec.name!r} needs TrainingArguments({setting.field}="
+                f"{setting.value!r}), got {setting.field}={setting_name(value)!r}: "
+                f"{setting.reason}. The stock Trainer builds its schedule itself; set it, or "
+                "use OptimHubTrainer (which runs HF's untouched default as needed, with a "
+                "warning)"
+            )
+    world_size = getattr(args, "world_size", 1)
+    if spec.has(Capability.NO_DDP) and world_size > 1:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot run under DistributedDataParallel "
+            f"(world_size={world_size}): train in one process"
+        )
+    return HubOptimizerFactory, {
+        "name": spec.name, "args": args,
+        "optim_args": optim_args if optim_args is not None else getattr(args, "optim_args",
+                                                                         None),
+        "optim_target_modules": (optim_target_modules if optim_target_modules is not None
+                                 else getattr(args, "optim_target_modules", None)),
+    }
+
+
+def _factory_kwargs(cls_and_kwargs: Any) -> dict[str, Any] | None:
+    """The keywords of :func:`hub_optimizer`'s pair (None: not ours)."""
+    if isinstance(cls_and_kwargs, tuple) and len(cls_and_kwargs) == 2 and (
+        cls_and_kwargs[0] is HubOptimizerFactory
+    ):
+        return dict(cls_and_kwargs[1])
+    return None
 
 
 class _SteppedInBackward(AcceleratedOptimizer):
