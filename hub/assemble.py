@@ -113,7 +113,8 @@ def _decay_names(source: ParameterSource, policy: str = "hf") -> set[str] | None
     walked) and by name; for a model this is ``decay_parameter_names(model)`` on every
     listed parameter (tested), without a second walk of the module tree."""
     if policy != "hf":
-        return decay_names_by_role(parameter_roles(source.module, source.named), policy)
+        roles = parameter_roles(source.module, source.named, source.walk)
+        return decay_names_by_role(roles, policy)
     if source.module is None and all(n.startswith("params.") for n, _ in source.named):
         return None  # bare parameters carry no names: every one decays
     excluded = source.in_no_decay_module

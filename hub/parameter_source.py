@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,13 +45,15 @@ class ParameterSource:
     #: to ``named`` except in a route's share (:meth:`restricted`), where target selection
     #: still runs on the whole model (None without a module).
     model_named: list[tuple[str, Any]] | None = None
+    #: The walk itself (None without a module), for what else it found (tied names).
+    walk: ModelWalk | None = None
 
     @classmethod
     def from_module(cls, module: nn.Module, wrapper: nn.Module | None = None
                     ) -> ParameterSource:
         walk = walk_model(module, NO_DECAY_MODULE_TYPES)
         return cls(module, walk.parameters, wrapper=wrapper, named_modules=walk.modules,
-                   in_no_decay_module=walk.inside, model_named=walk.parameters)
+                   in_no_decay_module=walk.inside, model_named=walk.parameters, walk=walk)
 
     @classmethod
     def from_user(cls, model: Any) -> ParameterSource:
@@ -119,11 +121,18 @@ class _ListedDifferently(Exception):
 class ModelWalk:
     """What one walk of a module tree finds: ``list(model.named_parameters())``,
     ``list(model.named_modules())``, and the names of the parameters inside a submodule
-    (not the root) of the types the walk was asked about."""
+    (not the root) of the types the walk was asked about.
+
+    ``repeated``: the further names of a parameter held twice (tied weights), in the order
+    ``named_parameters(remove_duplicate=False)`` lists them; complete only when
+    ``modules_unique`` (no module is reached by two paths, and the walk was this one's:
+    then ``modules`` is also ``named_modules(remove_duplicate=False)``)."""
 
     parameters: list[tuple[str, Any]]
     modules: list[tuple[str, nn.Module]]
     inside: frozenset[str]
+    repeated: list[tuple[str, Any]] = field(default_factory=list)
+    modules_unique: bool = False
 
 
 def walk_model(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWalk:
@@ -147,6 +156,8 @@ def walk_model(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWal
     parameters: list[tuple[str, Any]] = []
     modules: list[tuple[str, nn.Module]] = []
     inside_names: set[str] = set()
+    repeated: list[tuple[str, Any]] = []
+    shared: list[str] = []
     seen_modules, seen_params = {id(root)}, set()
     # Bound methods and the default walk as locals: this runs once per module and tensor.
     add_module, add_parameter, add_inside = modules.append, parameters.append, inside_names.add
@@ -158,7 +169,10 @@ def walk_model(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWal
             raise _ListedDifferently
         add_module((name, module))
         for key, param in module._parameters.items():
-            if param is None or id(param) in seen_params:
+            if param is None:
+                continue
+            if id(param) in seen_params:
+                repeated.append((prefix + key, param))
                 continue
             mark_parameter(id(param))
             full = prefix + key
@@ -166,7 +180,10 @@ def walk_model(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWal
             if within:
                 add_inside(full)
         for key, child in module._modules.items():
-            if child is None or id(child) in seen_modules:
+            if child is None:
+                continue
+            if id(child) in seen_modules:
+                shared.append(prefix + key)
                 continue
             mark_module(id(child))
             child_name = prefix + key
@@ -176,7 +193,7 @@ def walk_model(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWal
         visit(root, "", "", False)
     except _ListedDifferently:
         return _walk_with_torch(root, inside)
-    return ModelWalk(parameters, modules, frozenset(inside_names))
+    return ModelWalk(parameters, modules, frozenset(inside_names), repeated, not shared)
 
 
 def _walk_with_torch(root: nn.Module, inside: tuple[type[nn.Module], ...]) -> ModelWalk:

@@ -122,7 +122,7 @@ def plan_routes(name: Any, model: Any, args: Any, overrides: Mapping[str, Any], 
                 "patterns"
             )
     trainable = [(n, p) for n, p in source.named if p.requires_grad]
-    roles = parameter_roles(source.module, trainable)
+    roles = parameter_roles(source.module, trainable, source.walk)
     claims = _assign(route_set, roles)
     _check_rules_match_somewhere(top, roles)
     _check_targets_used(route_set, top)

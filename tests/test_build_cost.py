@@ -21,6 +21,7 @@ import optimhub
 from optimhub.assemble import _decay_names
 from optimhub.param_groups import NO_DECAY_MODULE_TYPES, decay_parameter_names
 from optimhub.parameter_source import ParameterSource, walk_model
+from optimhub.roles import parameter_roles
 
 transformers = pytest.importorskip("transformers")
 
@@ -84,6 +85,22 @@ def test_the_walk_finds_the_parameters_inside_layer_norms(model_name):
                 for key, _ in module.named_parameters()}
     listed = {n for n, _ in model.named_parameters()}
     assert inside == expected & listed
+
+
+@pytest.mark.parametrize("model_name", [*WALKED, "tied"])
+def test_roles_from_the_walk_are_the_roles_from_torchs_walks(model_name):
+    """``parameter_roles`` with the walk (the factory's and the router's call) gives what
+    it gives walking the model itself, tied names included; a model with a module reached
+    twice makes it walk again, since the walk lists that module's names once."""
+    model = OddLM() if model_name == "tied" else WALKED[model_name]()
+    source = ParameterSource.from_user(model)
+    assert source.walk is not None
+    with_walk = parameter_roles(model, source.named, source.walk)
+    assert with_walk == parameter_roles(model, source.named)
+    if model_name == "tied":
+        assert source.walk.repeated and any(role.tied for role in with_walk.values())
+    if model_name == "shared":
+        assert not source.walk.modules_unique
 
 
 @pytest.mark.parametrize("model_name", [*MODELS, "shared"])
