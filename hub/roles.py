@@ -122,28 +122,32 @@ class _Structure:
         owner = self.modules.get(owner_name)
         types, norm = self._type_facts(type(owner)) if owner is not None else ((), False)
         shape = tuple(param.shape)
-        tied = tuple(n for n in self.aliases.get(id(param), [name]) if n != name)
+        aliases = self.aliases.get(id(param))
+        tied = tuple(n for n in aliases if n != name) if aliases else ()
+        role, why = self._decide(owner, param, shape, attribute, norm, tied)
+        if role is None:  # decided by the shape alone
+            return _by_shape(name, shape, owner_name, types,
+                             f"{len(shape)}-D weight of {types[0] if types else 'the model'}",
+                             tied)
+        return ParameterRole(name, shape, role, owner_name, types, why, tied)
 
-        def make(role: Role, why: str) -> ParameterRole:
-            return ParameterRole(name, shape, role, owner_name, types, why, tied)
-
+    def _decide(self, owner: nn.Module | None, param: torch.Tensor, shape: tuple[int, ...],
+                attribute: str, norm: bool, tied: tuple[str, ...]
+                ) -> tuple[Role | None, str]:
         if owner is not None and id(owner) in self.input_embeddings:
-            return make(Role.EMBEDDING, f"{type(owner).__name__} (input embeddings)"
-                        + (f", tied to {', '.join(tied)}" if tied else ""))
+            return Role.EMBEDDING, (f"{type(owner).__name__} (input embeddings)"
+                                    + (f", tied to {', '.join(tied)}" if tied else ""))
         if id(param) == self.head_weight:
-            return make(Role.HEAD, "weight of the output head")
+            return Role.HEAD, "weight of the output head"
         if norm:
-            return make(Role.NORM, f"{type(owner).__name__} is a normalisation layer")
+            return Role.NORM, f"{type(owner).__name__} is a normalisation layer"
         if len(shape) < 2:
             if attribute == "bias":
-                return make(Role.BIAS, f"the bias of {type(owner).__name__}")
-            return make(Role.SCALAR, f"{len(shape)}-D, not a bias")
+                return Role.BIAS, f"the bias of {type(owner).__name__}"
+            return Role.SCALAR, f"{len(shape)}-D, not a bias"
         if len(shape) >= 3 and owner is not None and isinstance(owner, _CONV_TYPES):
-            return make(Role.CONV, f"{len(shape)}-D kernel of {type(owner).__name__}")
-        return _by_shape(name, shape, owner_name, types,
-                         f"{len(shape)}-D weight of {types[0] if types else 'the model'}",
-                         tied)
-
+            return Role.CONV, f"{len(shape)}-D kernel of {type(owner).__name__}"
+        return None, ""
 
     def _type_facts(self, cls: type) -> tuple[tuple[str, ...], bool]:
         """An owner type's class names and whether it is a normalisation layer, once per
