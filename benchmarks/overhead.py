@@ -71,7 +71,7 @@ STEP_LABELS = {"plain": "step()", "schedule_free": "step()", "fused": "fused bwd
 #: tensors (9 per layer, 3 more), a MoE-shaped model with many experts, the names timed.
 SCALING_LAYERS = (16, 66, 275, 1100)
 MOE_LAYERS, MOE_EXPERTS = 24, 128
-SCALING_NAMES = ("adamw_torch", "galore_adamw")
+SCALING_NAMES = ("adamw_torch", "galore_adamw", "muon", "galore_plus_adamw_8bit")
 GOAL_SCALING_VS_HAND = 1.5
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 _clock = CLOCKS["cpu"]
@@ -613,7 +613,11 @@ def _cpu_model() -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def select_names(requested: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
+def select_names(requested: list[str] | None, *, builds_only: bool = False
+                 ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The names that run here, and why the others are skipped. ``builds_only`` (the
+    scaling table, which times builds, not steps) keeps the routed names that
+    ``direct.py`` builds by hand (their routes' optimizers, side by side)."""
     specs = ([optimhub.get_spec(n) for n in requested] if requested
              else optimhub.list_optimizers())
     runnable, skipped = [], []
@@ -622,7 +626,8 @@ def select_names(requested: list[str] | None) -> tuple[list[str], list[tuple[str
             skipped.append((spec.name, f"backend not installed ({spec.install_command})"))
         elif spec.has(optimhub.Capability.CUDA_ONLY) and not torch.cuda.is_available():
             skipped.append((spec.name, "CUDA only, and there is no CUDA device here"))
-        elif spec.routed or spec.has(optimhub.Capability.MATRIX_ONLY):
+        elif (spec.routed or spec.has(optimhub.Capability.MATRIX_ONLY)) and not (
+                builds_only and spec.name in DIRECT):
             skipped.append((spec.name, "routed (one optimizer per route): "
                             "benchmarks/routed.py times it against its routes"))
         elif spec.name not in DIRECT:
@@ -710,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         names, skipped = select_names(requested)
-        scaling_names, scaling_skipped = select_names(scaling_names)
+        scaling_names, scaling_skipped = select_names(scaling_names, builds_only=True)
     except optimhub.OptimHubError as exc:
         print(f"overhead.py: {exc}", file=sys.stderr)
         return 2

@@ -28,8 +28,8 @@ COMMANDS = {
     "gpu_peak_memory": ["gpu_peak_memory.py", "--names", "adamw_torch,apollo_mini"],
     "gpu_dry_run": ["gpu_peak_memory.py", "--dry-run", "--names", "adamw_torch,adalomo",
                     "--steps", "1"],
-    "catalog_table": ["catalog_table.py", "--names", "adamw_torch,sgd,galore_adamw,adalomo",
-                      "--steps", "3"],
+    "catalog_table": ["catalog_table.py", "--names",
+                      "adamw_torch,sgd,galore_adamw,adalomo,muon", "--steps", "3"],
     "layerwise_memory": ["layerwise_memory.py", "--layers", "2", "--hidden", "64",
                          "--vocab", "256"],
 }
@@ -139,17 +139,28 @@ def test_catalog_table_puts_every_name_side_by_side(runs):
     output = finished(runs, "catalog_table")
     header = table_row(output, "name")
     rows = {name: dict(zip(header, table_row(output, name), strict=False))
-            for name in ("adamw_torch", "sgd", "galore_adamw")}
+            for name in ("adamw_torch", "sgd", "galore_adamw", "muon")}
     assert rows["adamw_torch"]["state B/param"] == "8.00"
     assert rows["adamw_torch"]["state vs AdamW"] == "1.00"
     assert rows["adamw_torch"]["step vs AdamW"] == "1.00x"
     assert float(rows["sgd"]["state B/param"]) == 0.0  # no momentum by default
     assert 0 < float(rows["galore_adamw"]["state vs AdamW"]) < 0.5
+    assert 0 < float(rows["muon"]["state vs AdamW"]) < 1  # routed: momentum on matrices
     for row in rows.values():
         assert float(row["loss after 3"]) > 0 and float(row["eval loss"]) > 0
         assert row["status"] == "ok"
     adalomo = table_row(output, "adalomo")
     assert adalomo[-1] == ("ok" if torch.cuda.is_available() else "unavailable")
+
+
+def test_the_catalog_table_covers_routed_names_and_matrix_only_ones_routed(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import catalog_table
+
+    names = catalog_table.catalog_names()
+    assert {"muon", "galore_plus_adamw_8bit"} <= set(names)
+    assert "muon_torch" not in names  # refused alone: its vectors need a fallback
+    assert "matrix, conv -> muon_torch; * -> adamw_torch" in names
 
 
 def test_layerwise_memory_shows_gradients_freed_during_backward(runs):
