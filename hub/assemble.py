@@ -19,7 +19,7 @@ from .param_groups import (
     ParamGroups,
     build_param_groups,
     decay_names_by_role,
-    no_decay_by_name,
+    decayed_by_name,
     parse_rules,
 )
 from .parameter_source import ParameterSource
@@ -117,7 +117,6 @@ def _decay_names(source: ParameterSource, policy: str = "hf") -> set[str] | None
         return decay_names_by_role(roles, policy)
     if source.module is None and all(n.startswith("params.") for n, _ in source.named):
         return None  # bare parameters carry no names: every one decays
-    excluded = source.in_no_decay_module
-    return {n for n, _ in source.named if n not in excluded and not no_decay_by_name(n)}
+    return decayed_by_name([n for n, _ in source.named], source.in_no_decay_module)
 
 

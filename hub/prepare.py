@@ -80,9 +80,10 @@ def prepare(
     arguments = resolve_arguments(args, overrides)
     options = resolve_optim_args(spec, arguments.optim_args)
     source = ParameterSource.from_user(model)
-    _check_leaves(source)
     if build:
-        _check_parameters(spec, source, arguments)
+        _check_parameters(spec, source, arguments)  # the leaves first, in the same pass
+    else:
+        _check_leaves(source)
     _check_capabilities(spec, source, arguments)
     refuse_matrix_only_without_routes(spec, source)
     return Prepared(entry, arguments, options, source)
@@ -130,16 +131,22 @@ def _check_parameters(
     """What no backend checks, yet every backend gets wrong, refused before building.
 
     One pass over the parameters (it runs per parameter: on 10k tensors every pass costs
-    as much as the by-hand groups), gathering what each check needs."""
+    as much as the by-hand groups), gathering what each check needs; a tensor that is not
+    a leaf is refused first, as ``_check_leaves`` would."""
     meta: list[str] = []
     first_of_dtype: dict[torch.dtype, str] = {}
+    leaves = True
     for name, param in source.named:
         if not param.requires_grad:
             continue
+        if not param.is_leaf:
+            leaves = False
         if param.is_meta:
             meta.append(name)
         if param.dtype not in first_of_dtype:
             first_of_dtype[param.dtype] = name
+    if not leaves:
+        _check_leaves(source)  # raises, naming the first
     if meta:
         raise OptimArgsError(
             f"{len(meta)} trainable parameter(s) are on the meta device (no data), e.g. "
