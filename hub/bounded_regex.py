@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 try:  # Python 3.11+
@@ -109,6 +109,43 @@ class BoundedPattern:
         if not self._asserts:
             return self._run_dfa(text, anchored=False, prefix=True)
         return self._run(text, 0, len(text), anchored=False, prefix=True)
+
+    def fullmatch_each(self, names: Sequence[str]) -> list[bool]:
+        """``fullmatch`` of each of ``names``. For module names in ``named_modules()`` order
+        a name is its parent's plus ``"." + part``, so without assertions it continues from
+        the parent's DFA state (kept for this call only): one part per name."""
+        if self._asserts:
+            return [self.fullmatch(name) for name in names]
+        parts = self._parts[True]
+        states: dict[str, frozenset[int]] = {}
+        match = self._match
+        answers = []
+        for name in names:
+            parent, dot, last = name.rpartition(".")
+            current = states.get(parent) if dot else None
+            if current is None:
+                current = self._state_after(name)
+            else:
+                try:
+                    current = parts[current, last, True][0]
+                except KeyError:
+                    current = self._move_over(current, last, True, True)[0]
+            states[name] = current
+            answers.append(match in current)
+        return answers
+
+    def _state_after(self, text: str) -> frozenset[int]:
+        """The anchored DFA state after all of ``text``."""
+        parts = self._parts[True]
+        current = self._start_closed
+        dotted = False
+        for part in text.split("."):
+            try:
+                current = parts[current, part, dotted][0]
+            except KeyError:
+                current = self._move_over(current, part, dotted, True)[0]
+            dotted = True
+        return current
 
     def _run(self, text: str, begin: int, end: int, *, anchored: bool, prefix: bool) -> bool:
         """Simulate the NFA over ``text[begin:end]``: from ``begin`` only (``anchored``) or

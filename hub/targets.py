@@ -200,11 +200,13 @@ def explain_targets(
         named_parameters = list(model.named_parameters())
     canonical = _canonical_names(named_parameters)
     matches: list[TargetMatch] = []
-    for module_name, module in (model.named_modules() if named_modules is None
-                                else named_modules):
-        if module_name == "":
-            continue  # the root is never a target (HF fullmatches ".*" against it)
-        hit = _match(module_name, module, items, compiled, mode)
+    # The root is never a target (HF fullmatches ".*" against it).
+    modules = [(n, m) for n, m in (model.named_modules() if named_modules is None
+                                   else named_modules) if n]
+    names = [n for n, _ in modules]
+    full = [pattern.fullmatch_each(names) for pattern in compiled]  # each name once
+    for index, (module_name, module) in enumerate(modules):
+        hit = _match(module_name, module, items, [f[index] for f in full], mode)
         if hit is not None:
             matches.append(_judge(module_name, module, *hit, canonical=canonical))
     trainable = sum(p.numel() for _, p in named_parameters if p.requires_grad)
@@ -308,14 +310,15 @@ def _match(
     name: str,
     module: nn.Module,
     items: tuple[str, ...],
-    compiled: tuple[BoundedPattern, ...],
+    fullmatches: list[bool],
     mode: str,
 ) -> tuple[str, str] | None:
-    """``(pattern, how)`` for the first rule that matches ``name``, as HF tries them."""
+    """``(pattern, how)`` for the first rule that matches ``name``, as HF tries them;
+    ``fullmatches``: whether each compiled pattern fullmatches ``name``."""
     if mode == _MODE_ALL_LINEAR:
         return (items[0], "all-linear") if isinstance(module, nn.Linear) else None
     if mode == _MODE_REGEX:
-        if not compiled[0].fullmatch(name):
+        if not fullmatches[0]:
             return None
         return items[0], ("exact" if items[0] == name else "regex")
     if name in items:
@@ -323,8 +326,8 @@ def _match(
     for item in items:
         if item in name:
             return item, "substring"
-    for item, regex in zip(items, compiled, strict=True):
-        if regex.fullmatch(name):
+    for item, matched in zip(items, fullmatches, strict=True):
+        if matched:
             return item, "regex"
     return None
 
