@@ -342,6 +342,12 @@ def _judge(
 ) -> TargetMatch:
     """A matched module's verdict: is its weight a target, and if not, why not."""
     kind = type(module).__name__
+    if isinstance(module, nn.Linear):  # the common case first: a target, in one call less
+        weight = _weight(module)
+        if (isinstance(weight, nn.Parameter) and weight.requires_grad
+                and canonical.get(id(weight)) == f"{name}.weight"):
+            return TargetMatch(name, kind, pattern, how, True, "", f"{name}.weight",
+                               weight.numel())
     reason, weight = _rejection(name, module, canonical)
     if reason:
         return TargetMatch(name, kind, pattern, how, False, reason, None, 0)
