@@ -116,6 +116,35 @@ def target_names(model: nn.Module) -> set[str]:
                                              or ".attn." in n)}
 
 
+#: Names built by hand with galore-torch's own SVD projector (proj_type "std"). For a
+#: float32 gradient it keeps ``Vh[:rank]`` / ``U[:, :rank]`` as views, which keep the whole
+#: factor alive; the hub's projector keeps only those rows / columns.
+SVD_PROJECTED = frozenset({"galore_adamw", "galore_adamw_layerwise", "galore_adafactor",
+                           "galore_adafactor_layerwise",
+                           "galore_plus_adamw_8bit"})  # its matrix route is galore_adamw
+#: Of those, the ones that cast every gradient to float32 first (GaLore's Adafactor).
+FLOAT32_GRADIENTS = frozenset({"galore_adafactor", "galore_adafactor_layerwise"})
+
+
+def whole_factor_surplus(name: str, model: nn.Module, rank: int) -> int:
+    """Bytes the by-hand ``name`` keeps beyond what its projectors use: for each target
+    whose gradient is float32, the whole SVD factor behind the view minus its rank rows
+    (a tall m x n weight: (n - r) x n) or columns (a wide one: m x (m - r)). What the
+    hub's state is smaller by; 0 for every other name."""
+    if name not in SVD_PROJECTED:
+        return 0
+    params = dict(model.named_parameters())
+    surplus = 0
+    for target in target_names(model):
+        param = params[target]
+        if param.dtype != torch.float32 and name not in FLOAT32_GRADIENTS:
+            continue  # galore-torch casts the slice back: a copy of just the slice
+        m, n = param.shape
+        r = min(rank, m, n)
+        surplus += 4 * ((n - r) * n if m >= n else m * (m - r))
+    return surplus
+
+
 def hf_groups(model: nn.Module, low_rank: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """decay / no-decay groups (weight decay 0 here), plus the low-rank target group."""
     targets = target_names(model) if low_rank is not None else set()

@@ -67,6 +67,12 @@ STEPS_PER_ROUND = 5
 #: What the step columns time, per loop kind (``DirectRun.kind``).
 STEP_LABELS = {"plain": "step()", "schedule_free": "step()", "fused": "fused bwd",
                "layerwise": "bwd+steps"}
+#: The build-cost scaling table: Llama depths giving about 150, 600, 2.5k and 10k parameter
+#: tensors (9 per layer, 3 more), a MoE-shaped model with many experts, the names timed.
+SCALING_LAYERS = (16, 66, 275, 1100)
+MOE_LAYERS, MOE_EXPERTS = 24, 128
+SCALING_NAMES = ("adamw_torch", "galore_adamw", "muon", "galore_plus_adamw_8bit")
+GOAL_SCALING_VS_HAND = 1.5
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 _clock = CLOCKS["cpu"]
 
@@ -83,6 +89,60 @@ def tiny_llama(layers: int = 24, hidden: int = 64, vocab: int = 256, seed: int =
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+class _Expert(nn.Module):
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inner, bias=False)
+        self.up_proj = nn.Linear(hidden, inner, bias=False)
+        self.down_proj = nn.Linear(inner, hidden, bias=False)
+
+
+class _MoE(nn.Module):
+    def __init__(self, hidden: int, inner: int, experts: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(hidden, experts, bias=False)  # the router
+        self.experts = nn.ModuleList(_Expert(hidden, inner) for _ in range(experts))
+
+
+class _Attention(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self, name, nn.Linear(hidden, hidden, bias=False))
+
+
+class _MoELayer(nn.Module):
+    def __init__(self, hidden: int, inner: int, experts: int) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(hidden)
+        self.self_attn = _Attention(hidden)
+        self.post_attention_layernorm = nn.RMSNorm(hidden)
+        self.mlp = _MoE(hidden, inner, experts)
+
+
+class _MoEModel(nn.Module):
+    def __init__(self, layers: int, hidden: int, inner: int, experts: int, vocab: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList(_MoELayer(hidden, inner, experts) for _ in range(layers))
+        self.norm = nn.RMSNorm(hidden)
+
+
+class MoEShaped(nn.Module):
+    """A MoE-shaped decoder with one module per expert (as Mixtral, DeepSeek and Qwen-MoE
+    are written outside transformers 5, which fuses the experts into 3-D tensors):
+    ``model.layers.N.mlp.experts.E.{gate,up,down}_proj``, a router per layer, HF's names.
+    Only its parameter layout matters here (no forward): what building an optimizer walks.
+    """
+
+    def __init__(self, layers: int = MOE_LAYERS, experts: int = MOE_EXPERTS, hidden: int = 32,
+                 inner: int = 16, vocab: int = 256, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.model = _MoEModel(layers, hidden, inner, experts, vocab)
+        self.lm_head = nn.Linear(hidden, vocab, bias=False)
 
 
 def fresh_copy(model: nn.Module) -> nn.Module:
@@ -357,6 +417,110 @@ def build_breakdown(base: nn.Module, builds: int = 20, top: int = 10
     return rows[:top]
 
 
+# ----------------------------------------------------------------------------- scaling
+@dataclass
+class ScalingRow:
+    """Build times of one name on one model: median seconds per path."""
+
+    model: str
+    tensors: int
+    name: str
+    build: dict[str, list[float]]
+    hf_error: str | None
+    moe: bool = False
+
+
+def scaling_models(layers: Sequence[int], moe: tuple[int, int] | None
+                   ) -> list[tuple[str, bool, Callable[[], nn.Module]]]:
+    """(label, is MoE, factory): the Llama depths, then the MoE-shaped model."""
+    models: list[tuple[str, bool, Callable[[], nn.Module]]] = [
+        (f"llama {n} layers", False,
+         lambda n=n: tiny_llama(layers=n, hidden=32)) for n in layers]
+    if moe is not None:
+        moe_layers, experts = moe
+        models.append((f"MoE {moe_layers}x{experts} experts", True,
+                       lambda: MoEShaped(moe_layers, experts)))
+    return models
+
+
+def measure_scaling(layers: Sequence[int], moe: tuple[int, int] | None, names: Sequence[str],
+                    rounds: int, output_dir: str, hf_names: set[str]) -> list[ScalingRow]:
+    """Build time of each name on models of growing size: hub, by hand and the HF Trainer,
+    interleaved per round as in the main table (``measure_builds``)."""
+    import transformers
+
+    rows = []
+    for label, is_moe, factory in scaling_models(layers, moe):
+        base = factory()
+        tensors = sum(1 for _ in base.parameters())
+        for name in names:
+            trainer = None
+            if name in hf_names:
+                trainer = transformers.Trainer(model=fresh_copy(base),
+                                               args=hf_arguments(name, output_dir))
+            build, hf_error = measure_builds(name, base, rounds, trainer)
+            del trainer
+            rows.append(ScalingRow(label, tensors, name, build, hf_error, is_moe))
+            print(f"  scaling: {label} ({tensors} tensors), {name}", file=sys.stderr,
+                  flush=True)
+        del base
+        gc.collect()
+    return rows
+
+
+def growth_exponent(points: Sequence[tuple[int, float]]) -> float | None:
+    """The least-squares slope of log(time) over log(tensors): 1.0 is linear growth."""
+    if len(points) < 2:
+        return None
+    xs = [math.log(n) for n, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+
+
+def scaling_report(rows: list[ScalingRow]) -> str:
+    header = ("model", "tensors", "name", "hub ms", "hand ms", "HF ms", "hub/hand", "hub/HF",
+              "hub us/tensor", "hand us/tensor")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        b = row.build
+        hub = statistics.median(b["hub"])
+        hand = statistics.median(b["hand"])
+        lines.append((
+            row.model, str(row.tensors), row.name, _ms(b["hub"]), _ms(b["hand"]),
+            "fails" if row.hf_error else _ms(b.get("hf", [])),
+            _fmt(_ratio(b["hub"], b["hand"])), _fmt(_ratio(b["hub"], b.get("hf", []))),
+            f"{hub / row.tensors * 1e6:.1f}", f"{hand / row.tensors * 1e6:.1f}",
+        ))
+    out = [table(lines), "", "fitted growth exponent of build time over tensors "
+           "(least squares of log time on log tensors, Llama models; 1.00 = linear):"]
+    for name in dict.fromkeys(r.name for r in rows):
+        llama = [r for r in rows if r.name == name and not r.moe]
+        parts = []
+        for path in ("hub", "hand", "hf"):
+            points = [(r.tensors, statistics.median(r.build[path])) for r in llama
+                      if r.build.get(path) and not (path == "hf" and r.hf_error)]
+            exponent = growth_exponent(points)
+            label = {"hub": "hub", "hand": "by hand", "hf": "HF Trainer"}[path]
+            parts.append(f"{label} {exponent:.2f}" if exponent is not None else f"{label} -")
+        out.append(f"  {name}: " + ", ".join(parts))
+    largest = max((r.tensors for r in rows if not r.moe), default=0)
+    for row in rows:
+        if row.moe or row.tensors == largest:
+            ratio = _ratio(row.build["hub"], row.build["hand"])
+            verdict = "ok" if ratio is not None and ratio <= GOAL_SCALING_VS_HAND else "OVER"
+            out.append(f"goal hub/by-hand <= {GOAL_SCALING_VS_HAND:.2f} on {row.model} "
+                       f"({row.tensors} tensors), {row.name}: {_fmt(ratio)}  {verdict}")
+    notes = [f"  {r.model}, {r.name}: the HF Trainer fails: {r.hf_error}"
+             for r in rows if r.hf_error]
+    if notes:
+        out += ["notes:", *notes]
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- output
 @dataclass
 class NameResult:
@@ -449,7 +613,11 @@ def _cpu_model() -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def select_names(requested: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
+def select_names(requested: list[str] | None, *, builds_only: bool = False
+                 ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The names that run here, and why the others are skipped. ``builds_only`` (the
+    scaling table, which times builds, not steps) keeps the routed names that
+    ``direct.py`` builds by hand (their routes' optimizers, side by side)."""
     specs = ([optimhub.get_spec(n) for n in requested] if requested
              else optimhub.list_optimizers())
     runnable, skipped = [], []
@@ -458,7 +626,8 @@ def select_names(requested: list[str] | None) -> tuple[list[str], list[tuple[str
             skipped.append((spec.name, f"backend not installed ({spec.install_command})"))
         elif spec.has(optimhub.Capability.CUDA_ONLY) and not torch.cuda.is_available():
             skipped.append((spec.name, "CUDA only, and there is no CUDA device here"))
-        elif spec.routed or spec.has(optimhub.Capability.MATRIX_ONLY):
+        elif (spec.routed or spec.has(optimhub.Capability.MATRIX_ONLY)) and not (
+                builds_only and spec.name in DIRECT):
             skipped.append((spec.name, "routed (one optimizer per route): "
                             "benchmarks/routed.py times it against its routes"))
         elif spec.name not in DIRECT:
@@ -480,6 +649,26 @@ def hf_arguments(name: str, output_dir: str) -> Any:
     )
 
 
+def _layers_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"layer counts must be whole numbers >= 1: {text!r}")
+    return values
+
+
+def _moe_shape(text: str) -> tuple[int, int] | None:
+    if text == "none":
+        return None
+    layers, _, experts = text.partition("x")
+    try:
+        shape = (int(layers), int(experts))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--moe takes LAYERSxEXPERTS or none: {text!r}") from None
+    if min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--moe takes LAYERSxEXPERTS >= 1: {text!r}")
+    return shape
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", help="comma-separated catalog names (default: all)")
@@ -491,11 +680,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: steadier numbers on a shared 2-core machine)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: CPU time of this process (default); wall: elapsed time")
+    scaling = parser.add_argument_group("build-cost scaling table")
+    scaling.add_argument("--scaling-layers", type=_layers_list,
+                         default=list(SCALING_LAYERS),
+                         help="Llama depths, comma-separated (default: %(default)s; 9 "
+                              "parameter tensors per layer)")
+    scaling.add_argument("--moe", type=_moe_shape, default=(MOE_LAYERS, MOE_EXPERTS),
+                         help=f"the MoE-shaped model, LAYERSxEXPERTS (default "
+                              f"{MOE_LAYERS}x{MOE_EXPERTS}; 'none' to leave it out)")
+    scaling.add_argument("--scaling-names", default=",".join(SCALING_NAMES),
+                         help="names timed in the scaling table (default: %(default)s)")
+    which = scaling.add_mutually_exclusive_group()
+    which.add_argument("--no-scaling", action="store_true", help="leave the table out")
+    which.add_argument("--scaling-only", action="store_true", help="print only that table")
     options = parser.parse_args(argv)
     if options.rounds < 1 or options.warmup < 1:
         parser.error("--rounds and --warmup must be at least 1")
     requested = ([n.strip() for n in options.names.split(",") if n.strip()]
                  if options.names else None)
+    scaling_names = [n.strip() for n in options.scaling_names.split(",") if n.strip()]
 
     global _clock
     _clock = CLOCKS[options.clock]
@@ -512,14 +715,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         names, skipped = select_names(requested)
+        scaling_names, scaling_skipped = select_names(scaling_names, builds_only=True)
     except optimhub.OptimHubError as exc:
         print(f"overhead.py: {exc}", file=sys.stderr)
         return 2
+    if options.scaling_only:
+        names, skipped = [], []
     from transformers.training_args import OptimizerNames
 
     hf_names = {o.value for o in OptimizerNames}
     batch = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
     results = []
+    scaling_rows: list[ScalingRow] = []
     control: list[float] | None = None
     started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as output_dir:
@@ -537,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
                                       step_hand, ratios, layout))
             print(f"  measured {name} ({time.process_time() - name_started:.1f} s of CPU)",
                   file=sys.stderr, flush=True)
+        if not options.no_scaling:
+            scaling_rows = measure_scaling(options.scaling_layers, options.moe, scaling_names,
+                                           options.rounds, output_dir, hf_names)
     control_name = next((r.name for r in results if r.loop == "plain"), None)
     if control_name is not None:
         control = measure_steps(control_name, base, options.rounds, options.warmup, batch,
@@ -555,32 +765,42 @@ def main(argv: list[str] | None = None) -> int:
           f"python {platform.python_version()}")
     print(f"load average (1 min): {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
           f"measuring took {elapsed:.0f} s ({cpu_elapsed:.0f} s of CPU)")
-    print(f"model: LlamaForCausalLM, {options.layers} layers, hidden 64: {modules} modules, "
-          f"{tensors} parameter tensors, {numel / 1e6:.2f}M parameters; batch 2x32 tokens")
-    print(f"settings: lr {LR}, weight decay 0 (two groups still: HF's decay / no-decay "
-          f"split); GaLore/APOLLO targets {TARGET_MODULES}, rank {RANK} (apollo_mini: 1)\n")
-    print("hub first call in a process (adamw_torch; loads the plugins and the catalog, "
-          "once; kept out of the table):")
-    for clock, (first, later) in first_calls.items():
-        print(f"  {clock:4s}: first call {first * 1000:.1f} ms; later builds: "
-              f"{later * 1000:.1f} ms; one-time cost {(first - later) * 1000:.1f} ms")
-    print()
-    print(report(results, skipped))
-    print()
-    print(summary(results))
-    if control:
-        print(f"  control (A/A): {control_name} by hand vs {control_name} by hand, step ratio "
-              f"{statistics.median(control):.2f} (range {min(control):.2f}-{max(control):.2f}):"
-              " the noise floor of the step column")
-    print("\nwhere the hub's build time goes (adamw_torch, cProfile over 20 builds; "
-          "cumulative share of create_optimizer, nested entries overlap):")
-    for where, share in build_breakdown(base):
-        print(f"  {share * 100:5.1f}%  {where}")
-    print("\ncolumns: 'hand' = the groups and the constructor call a user writes "
-          "(benchmarks/direct.py); 'HF' = Trainer.create_optimizer(); 'step ratio range' = "
-          "the lowest and highest per-round step ratio; 'timed' = what the step columns "
-          "time; 'same obj' = the hub's and the by-hand object have the same class, groups "
-          "and hyperparameters.")
+    if results:
+        print(f"model: LlamaForCausalLM, {options.layers} layers, hidden 64: {modules} "
+              f"modules, {tensors} parameter tensors, {numel / 1e6:.2f}M parameters; batch "
+              "2x32 tokens")
+        print(f"settings: lr {LR}, weight decay 0 (two groups still: HF's decay / no-decay "
+              f"split); GaLore/APOLLO targets {TARGET_MODULES}, rank {RANK} (apollo_mini: 1)\n")
+        print("hub first call in a process (adamw_torch; loads the plugins and the catalog, "
+              "once; kept out of the table):")
+        for clock, (first, later) in first_calls.items():
+            print(f"  {clock:4s}: first call {first * 1000:.1f} ms; later builds: "
+                  f"{later * 1000:.1f} ms; one-time cost {(first - later) * 1000:.1f} ms")
+        print()
+        print(report(results, skipped))
+        print()
+        print(summary(results))
+        if control:
+            print(f"  control (A/A): {control_name} by hand vs {control_name} by hand, step "
+                  f"ratio {statistics.median(control):.2f} (range {min(control):.2f}-"
+                  f"{max(control):.2f}): the noise floor of the step column")
+        print("\nwhere the hub's build time goes (adamw_torch, cProfile over 20 builds; "
+              "cumulative share of create_optimizer, nested entries overlap):")
+        for where, share in build_breakdown(base):
+            print(f"  {share * 100:5.1f}%  {where}")
+        print("\ncolumns: 'hand' = the groups and the constructor call a user writes "
+              "(benchmarks/direct.py); 'HF' = Trainer.create_optimizer(); 'step ratio range' "
+              "= the lowest and highest per-round step ratio; 'timed' = what the step "
+              "columns time; 'same obj' = the hub's and the by-hand object have the same "
+              "class, groups and hyperparameters.")
+    if scaling_rows:
+        print(f"\nbuild-cost scaling ({options.clock} clock, median of {options.rounds} "
+              "interleaved rounds): config-built LlamaForCausalLM (hidden 32) of growing "
+              "depth, and a MoE-shaped model with one module per expert (hidden 32); "
+              f"GaLore targets {TARGET_MODULES}, rank {RANK}")
+        print(scaling_report(scaling_rows))
+    if scaling_skipped and not options.no_scaling:
+        print("scaling names skipped: " + "; ".join(f"{n}: {why}" for n, why in scaling_skipped))
     return 0
 
 

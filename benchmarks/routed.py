@@ -12,7 +12,8 @@ text), on a config-built ``LlamaForCausalLM``, side by side in one process:
   itself) shows the noise.
 - **state**: :func:`optimhub.testing.state_bytes` of the routed object, the sum over its
   route optimizers, the same optimizers built by hand without the hub
-  (``benchmarks/direct.py``: torch's Muon + AdamW; GaLore + bnb's 8-bit AdamW), and
+  (``benchmarks/direct.py``: torch's Muon + AdamW; GaLore + bnb's 8-bit AdamW, less the
+  unused part of galore-torch's SVD factors, which the hub does not keep), and
   ``optimhub.estimate`` (the sum of the routes' estimates).
 
 CPU time of this process, torch on one thread (see docs/benchmarks.md). Exits 0.
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from direct import DIRECT, LR, build_direct
+from direct import DIRECT, LR, build_direct, whole_factor_surplus
 from tables import table
 from torch import nn
 
@@ -98,12 +99,16 @@ def measure_steps(optimizer: optimhub.RoutedOptimizer, model: nn.Module, batch: 
 
 
 def by_hand_bytes(name: str, model: nn.Module, batch: torch.Tensor) -> int | None:
-    """State of the same optimizers built by hand (benchmarks/direct.py), after one step."""
+    """State of the same optimizers built by hand (benchmarks/direct.py), after one step,
+    less what galore-torch's SVD projectors keep alive behind a view and never use
+    (``whole_factor_surplus``: the hub's projectors keep only the rows they use, with
+    galore-torch's numbers; docs/benchmarks.md, optimizer state memory)."""
     if name not in DIRECT:
         return None
+    surplus = whole_factor_surplus(name, model, RANK)
     with build_direct(name, model, RANK) as run:
         run.train_step(model(input_ids=batch, labels=batch).loss)
-        return run.state_bytes()
+        return run.state_bytes() - surplus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ replacing them where CUDA is absent), and whether weight decay is one constructo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,11 +16,10 @@ from .arguments import OptimizerArguments
 from .backends import cuda_available
 from .build import BuildRequest
 from .param_groups import (
-    NO_DECAY_NAME_PATTERNS,
     ParamGroups,
     build_param_groups,
     decay_names_by_role,
-    decay_parameter_names,
+    decayed_by_name,
     parse_rules,
 )
 from .parameter_source import ParameterSource
@@ -111,13 +109,14 @@ def layer_lr_scales(source: ParameterSource, layer_decay: float | None) -> dict[
 
 
 def _decay_names(source: ParameterSource, policy: str = "hf") -> set[str] | None:
+    """The decayed names. For ``"hf"``: HF's, by module type (noted when the model was
+    walked) and by name; for a model this is ``decay_parameter_names(model)`` on every
+    listed parameter (tested), without a second walk of the module tree."""
     if policy != "hf":
-        return decay_names_by_role(parameter_roles(source.module, source.named), policy)
-    if source.module is not None:
-        return decay_parameter_names(source.module)
-    if all(n.startswith("params.") for n, _ in source.named):
+        roles = parameter_roles(source.module, source.named, source.walk)
+        return decay_names_by_role(roles, policy)
+    if source.module is None and all(n.startswith("params.") for n, _ in source.named):
         return None  # bare parameters carry no names: every one decays
-    patterns = [re.compile(p) for p in NO_DECAY_NAME_PATTERNS]
-    return {n for n, _ in source.named if not any(p.search(n.lower()) for p in patterns)}
+    return decayed_by_name([n for n, _ in source.named], source.in_no_decay_module)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 try:  # Python 3.11+
@@ -86,6 +86,13 @@ class BoundedPattern:
         self._closures: dict[tuple[frozenset[int], tuple[bool, ...]], frozenset[int]] = {}
         self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
         self._memoize = len(self._positional) == len(self._asserts)  # no lookaround
+        # Without assertions, the lazily built DFA (:meth:`_run_dfa`): per mode (anchored
+        # or not), closed state set -> character -> next closed state set.
+        self._dfa: tuple[dict[frozenset[int], dict[str, frozenset[int]]], ...] = ({}, {})
+        self._parts: tuple[dict[tuple[frozenset[int], str, bool],
+                                tuple[frozenset[int], bool]], ...] = ({}, {})
+        self._start_closed = (frozenset() if self._asserts
+                              else self._close(frozenset((self._start,)), _no_assertion))
 
     def __repr__(self) -> str:
         return f"BoundedPattern({self.pattern!r}, {len(self._kinds)} states)"
@@ -93,15 +100,58 @@ class BoundedPattern:
     # ---- matching --------------------------------------------------------------------
     def fullmatch(self, text: str) -> bool:
         """``re.fullmatch(pattern, text) is not None``."""
+        if not self._asserts:
+            return self._run_dfa(text, anchored=True, prefix=False)
         return self._run(text, 0, len(text), anchored=True, prefix=False)
 
     def search(self, text: str) -> bool:
         """``re.search(pattern, text) is not None``."""
+        if not self._asserts:
+            return self._run_dfa(text, anchored=False, prefix=True)
         return self._run(text, 0, len(text), anchored=False, prefix=True)
+
+    def fullmatch_each(self, names: Sequence[str]) -> list[bool]:
+        """``fullmatch`` of each of ``names``. For module names in ``named_modules()`` order
+        a name is its parent's plus ``"." + part``, so without assertions it continues from
+        the parent's DFA state (kept for this call only): one part per name."""
+        if self._asserts:
+            return [self.fullmatch(name) for name in names]
+        parts = self._parts[True]
+        states: dict[str, frozenset[int]] = {}
+        match = self._match
+        answers = []
+        for name in names:
+            parent, dot, last = name.rpartition(".")
+            current = states.get(parent) if dot else None
+            if current is None:
+                current = self._state_after(name)
+            else:
+                try:
+                    current = parts[current, last, True][0]
+                except KeyError:
+                    current = self._move_over(current, last, True, True)[0]
+            states[name] = current
+            answers.append(match in current)
+        return answers
+
+    def _state_after(self, text: str) -> frozenset[int]:
+        """The anchored DFA state after all of ``text``."""
+        parts = self._parts[True]
+        current = self._start_closed
+        dotted = False
+        for part in text.split("."):
+            try:
+                current = parts[current, part, dotted][0]
+            except KeyError:
+                current = self._move_over(current, part, dotted, True)[0]
+            dotted = True
+        return current
 
     def _run(self, text: str, begin: int, end: int, *, anchored: bool, prefix: bool) -> bool:
         """Simulate the NFA over ``text[begin:end]``: from ``begin`` only (``anchored``) or
         from every position; accepting at ``end`` only, or anywhere (``prefix``)."""
+        if not self._asserts:
+            return self._run_dfa(text[begin:end], anchored=anchored, prefix=prefix)
         start = frozenset((self._start,))
         current = start
         for position in range(begin, end):
@@ -116,6 +166,62 @@ class BoundedPattern:
         if not anchored:
             current = current | start
         return self._match in self._closure(current, text, end)
+
+    def _run_dfa(self, text: str, *, anchored: bool, prefix: bool) -> bool:
+        """``_run`` for a pattern without assertions, where a closure depends on the states
+        alone: the NFA's closed state sets are the states of a DFA built as the texts need
+        it. Unanchored, every state set includes the start's closure, which is what
+        restarting at each position adds.
+
+        Texts are module names, which repeat their dot-separated parts ("model", "layers",
+        "12", "self_attn"...): the DFA's move over a whole part is cached, so a name costs a
+        few dict lookups rather than a closure and a step per character. (Target selection
+        matches every module name of the model: on 10k tensors the per-character
+        simulation cost as much as the rest of the build.)"""
+        parts = self._parts[anchored]
+        current = self._start_closed
+        dotted = False  # every part but the first follows a dot
+        for part in text.split("."):
+            try:
+                current, seen_match = parts[current, part, dotted]
+            except KeyError:
+                current, seen_match = self._move_over(current, part, dotted, anchored)
+            if prefix and seen_match:
+                return True
+            if anchored and not current:
+                return False
+            dotted = True
+        return self._match in current
+
+    def _move_over(self, start: frozenset[int], part: str, dotted: bool, anchored: bool
+                   ) -> tuple[frozenset[int], bool]:
+        """The DFA's state after ``part`` (after ``"." + part`` if ``dotted``) from
+        ``start``, and whether a state before one of its characters accepts (what
+        ``prefix`` matching returns True on); cached."""
+        table = self._dfa[anchored]
+        current, seen_match = start, False
+        for char in "." + part if dotted else part:
+            seen_match = seen_match or self._match in current
+            try:
+                current = table[current][char]
+            except KeyError:
+                current = self._dfa_edge(table, current, char, anchored)
+        parts = self._parts[anchored]
+        self._bound(parts)
+        parts[start, part, dotted] = (current, seen_match)
+        return current, seen_match
+
+    def _dfa_edge(self, table: dict[frozenset[int], dict[str, frozenset[int]]],
+                  current: frozenset[int], char: str, anchored: bool) -> frozenset[int]:
+        nxt = self._close(self._step(current, char), _no_assertion)
+        if not anchored:
+            nxt = nxt | self._start_closed
+        row = table.get(current)
+        if row is None:
+            self._bound(table, 10_000)  # a bounded cache, like the NFA's
+            row = table[current] = {}
+        row[char] = nxt
+        return nxt
 
     def _closure(self, states: frozenset[int], text: str, position: int) -> frozenset[int]:
         """The states reachable without consuming a character, assertions checked here."""
@@ -233,6 +339,10 @@ class BoundedPattern:
         for _ in range(low):
             current = self._build(sub, flags, current)
         return current
+
+
+def _no_assertion(index: int) -> bool:
+    raise AssertionError("a pattern without assertions has no assertion to check")
 
 
 def _scoped_flags(flags: int, add: int, remove: int) -> int:

@@ -80,12 +80,18 @@ class _Identity:
     ``optimhub.spec_of`` answers), and what a state must match: the spec's catalog name
     and its parameters' names.
 
-    ``names`` maps ``id(parameter)`` to the parameter's name; the parameters themselves
-    are already kept alive by the optimizer that owns this identity.
+    ``names`` maps ``id(parameter)`` to the parameter's name, made from ``named`` when a
+    state is first saved or loaded (not at build: a per-parameter dict on every build
+    costs as much as a check pass); the parameters themselves are already kept alive by
+    the optimizer that owns this identity.
     """
 
     spec: OptimizerSpec
-    names: Mapping[int, str]
+    named: tuple[tuple[str, Any], ...]
+
+    @functools.cached_property
+    def names(self) -> Mapping[int, str]:
+        return {id(p): n for n, p in self.named}
 
     @property
     def name(self) -> str:
@@ -122,7 +128,7 @@ def remember(
     appended (it stamps what the plugins' own hooks produced); the load check is prepended
     (a state for another optimizer is refused before a plugin's hook tries to unpack it).
     """
-    _IDENTITIES[optimizer] = _Identity(spec, {id(p): n for n, p in named_parameters})
+    _IDENTITIES[optimizer] = _Identity(spec, tuple(named_parameters))
     cls = type(optimizer)
     if getattr(cls, "checks_optimhub_stamp", False):
         return  # it calls stamp_state / check_state itself

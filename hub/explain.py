@@ -154,7 +154,8 @@ def explain(name: Any, model: nn.Module | str, args: Any = None, **overrides: An
         routes = [(prepared.spec.name, CATCH_ALL, names, prepared)]
         estimates = {prepared.spec.name: _whole(prepared, module)}
         title = prepared.spec.name
-        roles = parameter_roles(prepared.source.module, prepared.source.named)
+        roles = parameter_roles(prepared.source.module, prepared.source.named,
+                                prepared.source.walk)
     shapes = {p.name: p for p in describe_model(module)}
     depths = layer_indices(module)
     rows: list[ParameterRow] = []

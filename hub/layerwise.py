@@ -91,6 +91,11 @@ class _InBackwardOwners:
         if entry is not None and entry[0] is ref:
             del self._owners[key]
 
+    def __len__(self) -> int:
+        """Entries held (some may be dead): 0 means no parameter is owned, so a build
+        skips the per-parameter check."""
+        return len(self._owners)
+
 
 def _owned_message(name: str, owner: object) -> str:
     if isinstance(owner, LayerwiseOptimizer):

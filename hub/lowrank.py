@@ -130,15 +130,14 @@ def low_rank_grad_shape(shape: Sequence[int], rank: int, side: str) -> tuple[int
 
 def svd_projector_bytes(param: ParamShape, rank: int, proj_type: str, grad_bytes: int) -> int:
     """What an SVD projector (GaLore's, also APOLLO's ``proj=svd``) keeps for one (m, n)
-    weight, given the bytes per element of the gradient it is fed.
+    weight, given the bytes per element of the gradient it is fed: the rank rows of
+    ``Vh`` (r x n, on the right), the rank columns of ``U`` (m x r, on the left), or both.
 
-    For a float32 gradient ``Vh[:rank]`` / ``U[:, :rank]`` are views that keep the whole
-    SVD factor alive (min(m, n) x n on the right, m x min(m, n) on the left: about +4
-    bytes per parameter); any other dtype is cast, a copy of the rank rows or columns.
+    That is what the built-in plugins' projectors keep. galore-torch's own keeps, for a
+    float32 gradient, a view that holds the whole factor (min(m, n) x n or m x min(m, n):
+    about +4 bytes per parameter); the plugins keep a copy of the slice instead.
     """
     m, n = param.shape
-    k, r = min(m, n), min(rank, m, n)
+    r = min(rank, m, n)
     side = projection_side(param.shape, proj_type)
-    if grad_bytes == 4:
-        return 4 * {"right": k * n, "left": m * k, "both": m * k + k * n}[side]
     return grad_bytes * {"right": r * n, "left": m * r, "both": m * r + r * n}[side]

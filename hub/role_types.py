@@ -47,6 +47,13 @@ class ParameterRole:
     why: str
     tied: tuple[str, ...] = ()
 
+    def __init__(self, name: str, shape: tuple[int, ...], role: Role, module: str,
+                 module_types: tuple[str, ...], why: str, tied: tuple[str, ...] = ()) -> None:
+        # One per parameter, every routed build: the generated frozen __init__ (a guarded
+        # setattr per field) costs several times this. The instance is as frozen afterwards.
+        self.__dict__.update(name=name, shape=shape, role=role, module=module,
+                             module_types=module_types, why=why, tied=tied)
+
     @property
     def module_type(self) -> str:
         """The owning module's own class name."""

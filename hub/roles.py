@@ -31,12 +31,15 @@ the meta device (a 70B configuration costs nothing to describe).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .role_types import ROLE_NAMES, ParameterRole, Role
+
+if TYPE_CHECKING:
+    from .parameter_source import ModelWalk
 
 __all__ = [
     "ROLE_NAMES",
@@ -60,23 +63,28 @@ _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd,)
 
 
 def parameter_roles(
-    model: nn.Module | None, named: Iterable[tuple[str, torch.Tensor]] | None = None
+    model: nn.Module | None, named: Iterable[tuple[str, torch.Tensor]] | None = None,
+    walk: ModelWalk | None = None,
 ) -> dict[str, ParameterRole]:
     """The role of every parameter of ``model``, by name (``named_parameters()`` order and
     names, so a tied weight appears once).
 
     ``named`` restricts the answer to these (name, parameter) pairs (names as the model
     gives them). Without a model (bare parameters) only the shape decides: 2-D is
-    ``matrix``, N-D ``expert``, the rest ``scalar``.
+    ``matrix``, N-D ``expert``, the rest ``scalar``. ``walk``: ``model``'s
+    (:func:`optimhub.parameter_source.walk_model`), which saves walking it again.
     """
     if model is None:
         return {name: _by_shape(name, tuple(p.shape), "", (), "no model: by shape alone")
                 for name, p in (named or ())}
-    structure = _Structure(model)
+    if walk is None or not walk.modules_unique:
+        walk = None
+    structure = _Structure(model, walk)
     wanted = None if named is None else {name for name, _ in named}
+    listed = walk.parameters if walk is not None else model.named_parameters()
     return {
         name: structure.role(name, param)
-        for name, param in model.named_parameters()
+        for name, param in listed
         if wanted is None or name in wanted
     }
 
@@ -85,11 +93,19 @@ class _Structure:
     """The facts about a model that decide roles: who owns each parameter, which modules
     are its input embeddings and its output head, and which names a tied tensor has."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.modules = dict(model.named_modules(remove_duplicate=False))
+    def __init__(self, model: nn.Module, walk: ModelWalk | None = None) -> None:
         self.aliases: dict[int, list[str]] = {}
-        for name, param in model.named_parameters(remove_duplicate=False):
-            self.aliases.setdefault(id(param), []).append(name)
+        self._types: dict[type, tuple[tuple[str, ...], bool]] = {}
+        if walk is not None:  # no module reached twice: the walk's lists are torch's
+            self.modules = dict(walk.modules)
+            if walk.repeated:
+                first = {id(p): n for n, p in walk.parameters}
+                for name, param in walk.repeated:
+                    self.aliases.setdefault(id(param), [first[id(param)]]).append(name)
+        else:
+            self.modules = dict(model.named_modules(remove_duplicate=False))
+            for name, param in model.named_parameters(remove_duplicate=False):
+                self.aliases.setdefault(id(param), []).append(name)
         inputs = _call(model, "get_input_embeddings")
         self.input_embeddings = {id(m) for m in self.modules.values()
                                  if isinstance(m, _EMBEDDING_TYPES)}
@@ -104,30 +120,43 @@ class _Structure:
     def role(self, name: str, param: torch.Tensor) -> ParameterRole:
         owner_name, _, attribute = name.rpartition(".")
         owner = self.modules.get(owner_name)
-        types = tuple(c.__name__ for c in type(owner).__mro__ if c not in (nn.Module, object)
-                      ) if owner is not None else ()
+        types, norm = self._type_facts(type(owner)) if owner is not None else ((), False)
         shape = tuple(param.shape)
-        tied = tuple(n for n in self.aliases.get(id(param), [name]) if n != name)
+        aliases = self.aliases.get(id(param))
+        tied = tuple(n for n in aliases if n != name) if aliases else ()
+        role, why = self._decide(owner, param, shape, attribute, norm, tied)
+        if role is None:  # decided by the shape alone
+            return _by_shape(name, shape, owner_name, types,
+                             f"{len(shape)}-D weight of {types[0] if types else 'the model'}",
+                             tied)
+        return ParameterRole(name, shape, role, owner_name, types, why, tied)
 
-        def make(role: Role, why: str) -> ParameterRole:
-            return ParameterRole(name, shape, role, owner_name, types, why, tied)
-
+    def _decide(self, owner: nn.Module | None, param: torch.Tensor, shape: tuple[int, ...],
+                attribute: str, norm: bool, tied: tuple[str, ...]
+                ) -> tuple[Role | None, str]:
         if owner is not None and id(owner) in self.input_embeddings:
-            return make(Role.EMBEDDING, f"{type(owner).__name__} (input embeddings)"
-                        + (f", tied to {', '.join(tied)}" if tied else ""))
+            return Role.EMBEDDING, (f"{type(owner).__name__} (input embeddings)"
+                                    + (f", tied to {', '.join(tied)}" if tied else ""))
         if id(param) == self.head_weight:
-            return make(Role.HEAD, "weight of the output head")
-        if owner is not None and _is_norm(owner):
-            return make(Role.NORM, f"{type(owner).__name__} is a normalisation layer")
+            return Role.HEAD, "weight of the output head"
+        if norm:
+            return Role.NORM, f"{type(owner).__name__} is a normalisation layer"
         if len(shape) < 2:
             if attribute == "bias":
-                return make(Role.BIAS, f"the bias of {type(owner).__name__}")
-            return make(Role.SCALAR, f"{len(shape)}-D, not a bias")
+                return Role.BIAS, f"the bias of {type(owner).__name__}"
+            return Role.SCALAR, f"{len(shape)}-D, not a bias"
         if len(shape) >= 3 and owner is not None and isinstance(owner, _CONV_TYPES):
-            return make(Role.CONV, f"{len(shape)}-D kernel of {type(owner).__name__}")
-        return _by_shape(name, shape, owner_name, types,
-                         f"{len(shape)}-D weight of {types[0] if types else 'the model'}",
-                         tied)
+            return Role.CONV, f"{len(shape)}-D kernel of {type(owner).__name__}"
+        return None, ""
+
+    def _type_facts(self, cls: type) -> tuple[tuple[str, ...], bool]:
+        """An owner type's class names and whether it is a normalisation layer, once per
+        type (a model has a few types and thousands of parameters)."""
+        facts = self._types.get(cls)
+        if facts is None:
+            names = tuple(c.__name__ for c in cls.__mro__ if c not in (nn.Module, object))
+            facts = self._types[cls] = (names, _is_norm_type(cls))
+        return facts
 
 
 def _by_shape(name: str, shape: tuple[int, ...], module: str, types: tuple[str, ...],
@@ -138,9 +167,9 @@ def _by_shape(name: str, shape: tuple[int, ...], module: str, types: tuple[str, 
     return ParameterRole(name, shape, role, module, types, why, tied)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, _NORM_TYPES) or any(
-        cls.__name__.endswith("Norm") for cls in type(module).__mro__)
+def _is_norm_type(module_type: type) -> bool:
+    return issubclass(module_type, _NORM_TYPES) or any(
+        cls.__name__.endswith("Norm") for cls in module_type.__mro__)
 
 
 def _call(model: nn.Module, method: str) -> Any:

@@ -122,7 +122,7 @@ def plan_routes(name: Any, model: Any, args: Any, overrides: Mapping[str, Any], 
                 "patterns"
             )
     trainable = [(n, p) for n, p in source.named if p.requires_grad]
-    roles = parameter_roles(source.module, trainable)
+    roles = parameter_roles(source.module, trainable, source.walk)
     claims = _assign(route_set, roles)
     _check_rules_match_somewhere(top, roles)
     _check_targets_used(route_set, top)
@@ -317,12 +317,18 @@ def _patterns(value: Any) -> Any:
 
 
 def _own_linear_modules(share: ParameterSource, names: Sequence[str]) -> list[str]:
-    """A target-modules route without patterns targets the Linear weights it takes (their
-    exact module names; what lies outside the route is dropped after selection)."""
+    """A target-modules route without patterns targets the Linear weights it takes.
+
+    As patterns: the distinct last parts of their module names (``q_proj``, ...), which
+    HF's list mode matches inside every longer name. Every Linear the route takes is
+    matched; whatever else they match is outside the route (dropped after selection) or
+    not a Linear. One exact name per layer would select the same weights, but selection
+    tries every module against every pattern: quadratic in the model's depth."""
     module = share.module
     if module is None:
         return []
-    modules = dict(module.named_modules())
+    modules = dict(share.named_modules if share.named_modules is not None
+                   else module.named_modules())
     owners = [n.rpartition(".")[0] for n in names if n.endswith(".weight")]
     linear = [o for o in owners if isinstance(modules.get(o), nn.Linear)]
     if not linear:
@@ -331,7 +337,7 @@ def _own_linear_modules(share: ParameterSource, names: Sequence[str]) -> list[st
             "this route takes none; select Linear weights (e.g. 'matrix') or give "
             "optim_target_modules"
         )
-    return linear
+    return list(dict.fromkeys(o.rpartition(".")[2] for o in linear))
 
 
 def _in_route(exc: OptimHubError, where: str, preset: OptimizerSpec | None

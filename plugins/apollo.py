@@ -10,6 +10,9 @@ random projector its own), and adds the checks of APOLLO's own step:
   moments, more than dense Adam;
 - ``proj_type="full"`` is refused: the random projector raises NotImplementedError and
   the SVD one fails at the second step;
+- the SVD projector (``proj="svd"``, GaLore's, copied into apollo-torch) keeps only the
+  rank rows / columns of the factor it uses, as the GaLore plugin's does
+  (``plugins/_svd_projector.py``), with apollo-torch's numbers to the bit;
 - channel-wise scaling is checked against each weight's shape (see
   ``check_apollo_scaling``).
 
@@ -61,6 +64,11 @@ def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
     from apollo_torch import APOLLOAdamW
 
     optimizer = APOLLOAdamW(groups, **request.kwargs)
+    from ._apollo_projector import CompactSVDProjector, GaLoreProjector
+    from ._svd_projector import install_compact_projectors  # imports torch
+
+    install_compact_projectors(optimizer, CompactSVDProjector, GaLoreProjector,
+                               applies=lambda group: group["proj"] == "svd")
     install_state_codec(optimizer, PROJECTORS)
     return optimizer
 
@@ -107,8 +115,8 @@ def check_apollo_scaling(
 def estimate_apollo(request: EstimateRequest) -> StateEstimate:
     """Targets: two moments of the projected gradient plus the projector, in the
     parameter's dtype; the random projector is rank x the projected side, the SVD one is
-    GaLore's (the whole factor for fp32). Other parameters: AdamW's two full moments.
-    The channel scale and the norm limiter are scalars."""
+    GaLore's (the rank rows / columns of the factor). Other parameters: AdamW's two full
+    moments. The channel scale and the norm limiter are scalars."""
     groups, names = estimate_groups(request)
     check_apollo_scaling(request.spec.name, groups, names)
     options = request.options
@@ -121,10 +129,7 @@ def estimate_apollo(request: EstimateRequest) -> StateEstimate:
             total += svd_projector_bytes(p, rank, options["proj_type"], p.dtype_bytes)
         else:
             total += rank * (p.shape[1] if side == "right" else p.shape[0]) * p.dtype_bytes
-    svd_views = options["proj"] == "svd" and any(p.dtype_bytes == 4 for p in request.targets)
-    notes = ("proj=svd on float32 weights: the projector keeps the whole SVD factor alive "
-             "(a view), about +4 bytes per target parameter",) if svd_views else ()
-    return StateEstimate(total, notes=notes)
+    return StateEstimate(total)
 
 
 @hookimpl

@@ -6,8 +6,14 @@ byte rules are the hub's shared low-rank helpers; what is GaLore's own:
 
 - **Option combinations the backend rejects only inside ``step()`` are refused here**,
   with the parameter, its shape and the fix (``check_galore_projection``).
+- **The projector keeps only the rank rows / columns of the SVD factor it uses**, not a
+  view that keeps the whole factor alive (about 4 bytes per projected float32 parameter,
+  more than the two low-rank moments together): a compact stand-in for galore-torch's
+  projector is put in the state before the backend would make its own
+  (``plugins/_svd_projector.py``), with galore-torch's numbers to the bit.
 - **Checkpoints load with ``torch.load(weights_only=True)``**: the projector objects in the
-  state are saved as plain data by the hub's state codec (``PROJECTORS``).
+  state are saved as plain data by the hub's state codec (``PROJECTORS``), under
+  galore-torch's class, as before.
 - GaLoreAdamW gets ``no_deprecation_warning=True`` (a registry ``fixed`` keyword): its
   "This implementation of AdamW is deprecated" FutureWarning tells users to leave the
   optimizer they chose.
@@ -120,6 +126,10 @@ def galore_builder(
         check_galore_projection(request.spec.name, groups, names)
         cls = getattr(importlib.import_module("galore_torch"), attribute)
         optimizer = cls(groups, **request.kwargs)
+        from ._galore_projector import CompactGaLoreProjector, GaLoreProjector
+        from ._svd_projector import install_compact_projectors  # imports torch
+
+        install_compact_projectors(optimizer, CompactGaLoreProjector, GaLoreProjector)
         install_state_codec(optimizer, PROJECTORS)
         return optimizer
 
@@ -143,8 +153,8 @@ def _low_rank_numel(param: ParamShape, request: EstimateRequest) -> int:
 
 
 def estimate_galore_adamw(request: EstimateRequest) -> StateEstimate:
-    """Targets: two low-rank moments and the projector, in the parameter's dtype; the
-    other parameters: AdamW's two full moments."""
+    """Targets: two low-rank moments and the projector (the rank rows / columns), in the
+    parameter's dtype; the other parameters: AdamW's two full moments."""
     groups, names = estimate_groups(request)
     check_galore_projection(request.spec.name, groups, names)
     proj_type, rank = request.options["proj_type"], request.options["rank"]
@@ -153,7 +163,7 @@ def estimate_galore_adamw(request: EstimateRequest) -> StateEstimate:
         + svd_projector_bytes(p, rank, proj_type, p.dtype_bytes)
         for p in request.targets
     )
-    return StateEstimate(low_rank + dense_bytes(request.dense, 2), notes=_factor_note(request))
+    return StateEstimate(low_rank + dense_bytes(request.dense, 2))
 
 
 def estimate_galore_adafactor(request: EstimateRequest) -> StateEstimate:
@@ -168,7 +178,7 @@ def estimate_galore_adafactor(request: EstimateRequest) -> StateEstimate:
         total += 4 * factored_elements(low_rank_grad_shape(p.shape, rank, side))
         total += svd_projector_bytes(p, rank, proj_type, 4)
     total += sum(4 * factored_elements(p.shape) for p in request.dense)
-    return StateEstimate(total, notes=_factor_note(request, fp32_grads=True))
+    return StateEstimate(total)
 
 
 def estimate_galore_adamw_8bit(request: EstimateRequest) -> StateEstimate:
@@ -183,15 +193,7 @@ def estimate_galore_adamw_8bit(request: EstimateRequest) -> StateEstimate:
     total += sum(svd_projector_bytes(p, rank, proj_type, p.dtype_bytes) for p in request.targets)
     quantized = sum(bnb_quantized(n, bits=8) for n in sizes)
     tables = quantized if request.layerwise else min(quantized, 1)  # one per optimizer
-    return StateEstimate(total + tables * QMAP_BYTES, notes=_factor_note(request))
-
-
-def _factor_note(request: EstimateRequest, *, fp32_grads: bool = False) -> tuple[str, ...]:
-    """Say so where the SVD projector keeps whole factors (float32 gradients)."""
-    if not any(fp32_grads or p.dtype_bytes == 4 for p in request.targets):
-        return ()
-    return ("the SVD projector of a float32 gradient keeps the whole SVD factor alive (a "
-            "view): about +4 bytes per target parameter",)
+    return StateEstimate(total + tables * QMAP_BYTES)
 
 
 @hookimpl

@@ -20,7 +20,10 @@ from test_backend_galore import (
     build,
     mixed_step,
     named_groups,
+    needed_bytes,
     overfit,
+    projector_storages,
+    reference_like,
     run,
 )
 
@@ -173,3 +176,34 @@ def test_checkpoint_loads_weights_only_and_resumes_exactly(tmp_path, name, optim
     run(straight_model, build(name, straight_model, optim_args), 6)
     # The projector is refreshed (a new random seed) at steps 0 and 2 of the first half.
     assert_resumes_exactly(tmp_path, name, optim_args, straight_model)
+
+
+@pytest.mark.parametrize("proj_type", ["std", "reverse_std", "right", "left"])
+def test_svd_projector_is_compact_with_apollo_torchs_numbers_bit_for_bit(proj_type):
+    """``proj=svd`` is GaLore's projector inside apollo-torch: six steps with refreshes at
+    0, 2 and 4 give apollo-torch's own parameters to the bit, while the hub's projector
+    keeps only the rank rows / columns of the SVD factor."""
+    model = Mixed()
+    optim_args = f"rank=3,update_proj_gap=2,proj=svd,scale_type=tensor,proj_type={proj_type}"
+    optimizer = build("apollo_adamw", model, optim_args=optim_args,
+                      optim_target_modules=MIXED_TARGETS)
+    reference_model = Mixed()
+    reference = reference_like(optimizer, model, reference_model, apollo_torch.APOLLOAdamW)
+    for step in range(6):
+        mixed_step(model, optimizer, step)
+        mixed_step(reference_model, reference, step)
+    for (param_name, ours), theirs in zip(model.named_parameters(),
+                                          reference_model.parameters(), strict=True):
+        assert torch.equal(ours, theirs), param_name
+    up, reference_up = model.mlp["up_proj"].weight, reference_model.mlp["up_proj"].weight
+    ortho = optimizer.state[up]["projector"].ortho_matrix
+    assert projector_storages(optimizer, up) == needed_bytes(ortho)
+    assert projector_storages(reference, reference_up) > needed_bytes(ortho)
+
+
+def test_random_projector_is_left_as_apollo_makes_it():
+    model = make_tiny_lm()
+    optimizer = build("apollo_adamw", model)
+    run(model, optimizer, 1)
+    projector = optimizer.state[model.get_parameter(Q_PROJ)]["projector"]
+    assert type(projector) is apollo_torch.random_projector.GradientProjector

@@ -26,8 +26,10 @@ from optimhub.errors import (
     OptimArgsError,
     TargetModulesError,
 )
+from optimhub.model_shapes import parse_model_spec
 from optimhub.plugins import galore as plugin
 from optimhub.state_encoding import OBJECT_TAG
+from optimhub.state_size import state_bytes
 from optimhub.versions import version_tuple
 
 # A skip mark rather than a module-level importorskip: test_backend_apollo imports the
@@ -238,10 +240,12 @@ def test_checkpoint_loads_weights_only_and_resumes_exactly(tmp_path, name, optim
     run(straight_model, straight, 6)
 
     def live_projector_untouched(model, optimizer):
+        from galore_torch.galore_projector import GaLoreProjector
+
         q_proj = "layers.0.attn.q_proj.weight"
         backend = optimizer.inner[q_proj] if hasattr(optimizer, "inner") else optimizer
         projector = backend.state[model.get_parameter(q_proj)]["projector"]
-        assert type(projector).__name__ == "GaLoreProjector"
+        assert isinstance(projector, GaLoreProjector)  # saving packed a copy, not it
 
     assert_resumes_exactly(tmp_path, name, optim_args, straight_model,
                            after_save=live_projector_untouched)
@@ -330,3 +334,171 @@ def test_8bit_on_cuda_trains_or_names_the_bitsandbytes_pin():
     optimizer = build("galore_adamw_8bit", model)
     losses = run(model, optimizer, 6, batch=lambda seed: lm_batch(seed=0).cuda())
     assert losses[-1] < losses[0]
+
+
+# -- the projector keeps only what it uses ---------------------------------------------
+
+#: A Llama-shaped model of width 128 (MLP 344): the issue's reference for the storage bound.
+HIDDEN_128 = "llama:hidden=128,layers=2,vocab=256,intermediate=344,heads=4"
+#: Bytes of state per targeted parameter at rank 8 that the hub must stay under; the design
+#: needs about 0.6-0.8 (two rank-8 moments and the rank-8 projector, in float32).
+BOUND_AT_RANK_8 = 1.3
+
+
+def reference_like(optimizer: torch.optim.Optimizer, model: nn.Module,
+                   reference_model: nn.Module, cls: type, **kwargs) -> torch.optim.Optimizer:
+    """``cls`` built by hand on ``reference_model`` with exactly the hub's groups (by
+    parameter name, every group key included): galore-torch as its users build it."""
+    by_name = dict(reference_model.named_parameters())
+    groups = [{**{k: v for k, v in group.items() if k != "params"},
+               "params": [by_name[n] for n in names]}
+              for group, names in named_groups(optimizer, model)]
+    return cls(groups, **kwargs)
+
+
+def projector_storages(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> int:
+    """Bytes of the memory the projector of ``param`` keeps alive (whole storages)."""
+    matrix = optimizer.state[param]["projector"].ortho_matrix
+    matrices = matrix if isinstance(matrix, list) else [matrix]
+    return sum(m.untyped_storage().nbytes() for m in matrices)
+
+
+def needed_bytes(matrix) -> int:
+    matrices = matrix if isinstance(matrix, list) else [matrix]
+    return sum(m.numel() * m.element_size() for m in matrices)
+
+
+@pytest.mark.parametrize("proj_type", ["std", "reverse_std", "right", "left", "full"])
+@pytest.mark.parametrize(("name", "cls", "kwargs"), [
+    ("galore_adamw", "GaLoreAdamW", {"no_deprecation_warning": True}),
+    ("galore_adafactor", "GaLoreAdafactor", {}),
+])
+def test_compact_projector_gives_galore_torchs_numbers_bit_for_bit(name, cls, kwargs,
+                                                                   proj_type):
+    """Six steps, the projector refreshed at steps 0, 2 and 4 (SVD of a new gradient),
+    on weights projected on the right (32x16), on the left (4x16) and square (16x16):
+    the same parameters as galore-torch's own projector, to the bit, while ours keeps
+    only the rank rows / columns and galore-torch's keeps the whole factor alive."""
+    import galore_torch
+
+    model = Mixed()
+    optimizer = build(name, model, optim_args=f"rank=3,update_proj_gap=2,proj_type={proj_type}",
+                      optim_target_modules=MIXED_TARGETS)
+    reference_model = Mixed()
+    reference = reference_like(optimizer, model, reference_model,
+                               getattr(galore_torch, cls), **kwargs)
+    for step in range(6):
+        mixed_step(model, optimizer, step)
+        mixed_step(reference_model, reference, step)
+    for (param_name, ours), theirs in zip(model.named_parameters(),
+                                          reference_model.parameters(), strict=True):
+        assert torch.equal(ours, theirs), param_name
+
+    up, reference_up = model.mlp["up_proj"].weight, reference_model.mlp["up_proj"].weight
+    ortho = optimizer.state[up]["projector"].ortho_matrix
+    assert projector_storages(optimizer, up) == needed_bytes(ortho)
+    if proj_type != "full":  # ("full" keeps U[:, :3] and Vh[:3]; with 16 columns, as much)
+        assert projector_storages(reference, reference_up) > needed_bytes(ortho)
+
+
+def state_storage_bytes(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> int:
+    """Bytes of every storage the state of ``param`` keeps alive, each counted once."""
+    tensors = [v for v in optimizer.state[param].values() if isinstance(v, torch.Tensor)]
+    projector = optimizer.state[param].get("projector")
+    if projector is not None:
+        matrix = projector.ortho_matrix
+        tensors += matrix if isinstance(matrix, list) else [matrix]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in tensors if t.dim() > 0}
+    return sum(storages.values())
+
+
+def test_state_of_each_targeted_weight_stays_under_the_bound_at_rank_8():
+    """Hidden-128 Llama, rank 8, float32: what the state of each projected weight keeps
+    alive (storages, not views) is at most 1.3 bytes per parameter through the hub (0.75
+    for the 128x128 attention weights, 0.59 for the 344x128 MLP ones), and more with
+    galore-torch's own projector (4.5 and 1.99: the whole 128x128 factor); and the whole
+    state is what ``optimhub.estimate`` says, to the byte."""
+    import galore_torch
+
+    shape = parse_model_spec(HIDDEN_128)
+    torch.manual_seed(0)
+    model, reference_model = shape.build("cpu"), shape.build("cpu")
+    reference_model.load_state_dict(model.state_dict())
+    kwargs = {"lr": 1e-3, "optim_target_modules": [r".*attn.*", r".*mlp.*"],
+              "optim_args": "rank=8"}
+    optimizer = optimhub.create_optimizer("galore_adamw", model, **kwargs)
+    reference = reference_like(optimizer, model, reference_model, galore_torch.GaLoreAdamW,
+                               no_deprecation_warning=True)
+    for step in range(2):
+        tokens = lm_batch(seed=step, vocab=shape.vocab)
+        for m, o in ((model, optimizer), (reference_model, reference)):
+            lm_loss(m, tokens).backward()
+            o.step()
+            o.zero_grad()
+
+    targets = [(g, n) for g, n in named_groups(optimizer, model) if "rank" in g]
+    by_name = dict(model.named_parameters())
+    reference_by_name = dict(reference_model.named_parameters())
+    for _, names in targets:
+        for param_name in names:
+            numel = by_name[param_name].numel()
+            ours = state_storage_bytes(optimizer, by_name[param_name]) / numel
+            theirs = state_storage_bytes(reference, reference_by_name[param_name]) / numel
+            assert ours <= BOUND_AT_RANK_8, (param_name, ours)
+            assert theirs > BOUND_AT_RANK_8, (param_name, theirs)  # the factor, behind a view
+    assert state_bytes(optimizer) == optimhub.estimate("galore_adamw", model,
+                                                       **kwargs).state_bytes
+
+
+def test_a_checkpoint_that_kept_the_whole_factor_loads_into_a_compact_projector(tmp_path):
+    """A checkpoint written before the projector was compact (or by a galore-torch
+    projector) keeps the whole SVD factor behind each view; loading keeps the slice only,
+    and training resumes to the same parameters as an uninterrupted run."""
+    straight_model = make_tiny_lm()
+    straight = build("galore_adamw", straight_model)
+    run(straight_model, straight, 6)
+
+    model = make_tiny_lm()
+    optimizer = build("galore_adamw", model)
+    run(model, optimizer, 3)
+    state = optimizer.state_dict()
+    for entry in state["state"].values():
+        if "projector" in entry:
+            attributes = entry["projector"]["attributes"]
+            slice_ = attributes["ortho_matrix"]
+            whole = torch.cat([slice_, torch.randn(5, slice_.shape[1])])  # a bigger factor
+            attributes["ortho_matrix"] = whole[: slice_.shape[0]]  # ... kept by a view
+    torch.save({"model": model.state_dict(), "optimizer": state}, tmp_path / "old.pt")
+
+    checkpoint = torch.load(tmp_path / "old.pt", weights_only=True)
+    saved_views = [e["projector"]["attributes"]["ortho_matrix"]
+                   for e in checkpoint["optimizer"]["state"].values() if "projector" in e]
+    assert all(v.untyped_storage().nbytes() > needed_bytes(v) for v in saved_views)
+    resumed_model = make_tiny_lm(seed=123)
+    resumed_model.load_state_dict(checkpoint["model"])
+    resumed = build("galore_adamw", resumed_model)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    for group in resumed.param_groups:
+        for param in group["params"] if "rank" in group else ():
+            ortho = resumed.state[param]["projector"].ortho_matrix
+            assert projector_storages(resumed, param) == needed_bytes(ortho)
+    run(resumed_model, resumed, 3, start=3)
+    for (param_name, a), b in zip(straight_model.named_parameters(),
+                                  resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b), param_name
+
+
+def test_projectors_are_put_in_place_at_the_first_step_not_at_build():
+    """Building costs what galore-torch's constructor costs (no per-parameter object is
+    made), and the first step finds a compact projector for every target, as
+    galore-torch would have made its own there."""
+    from optimhub.plugins._galore_projector import CompactGaLoreProjector
+
+    model = make_tiny_lm()
+    optimizer = build("galore_adamw", model)
+    assert len(optimizer.state) == 0
+    run(model, optimizer, 1)
+    targets = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    assert len(targets) == 12
+    assert all(type(optimizer.state[p]["projector"]) is CompactGaLoreProjector for p in targets)

@@ -22,9 +22,14 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 TIMEOUT = 300
 
 COMMANDS = {
-    "overhead": ["overhead.py", "--names", "adamw_torch,sgd", "--rounds", "1"],
+    "overhead": ["overhead.py", "--names", "adamw_torch,sgd", "--rounds", "1",
+                 "--scaling-layers", "1,2,4", "--moe", "1x4", "--scaling-names", "adamw_torch"],
     "import_time": ["import_time.py", "--runs", "1", "--no-warmup"],
     "gpu_peak_memory": ["gpu_peak_memory.py", "--names", "adamw_torch,apollo_mini"],
+    "gpu_dry_run": ["gpu_peak_memory.py", "--dry-run", "--names", "adamw_torch,adalomo",
+                    "--steps", "1"],
+    "catalog_table": ["catalog_table.py", "--names",
+                      "adamw_torch,sgd,galore_adamw,adalomo,muon", "--steps", "3"],
     "layerwise_memory": ["layerwise_memory.py", "--layers", "2", "--hidden", "64",
                          "--vocab", "256"],
     "adamweightdecay_foreach": ["adamweightdecay_foreach.py", "--rounds", "1"],
@@ -79,6 +84,23 @@ def test_overhead_measures_hub_by_hand_and_hf_side_by_side(runs):
     assert "skipped:" not in output  # both names run on any machine
 
 
+def test_overhead_scales_the_build_over_model_sizes(runs):
+    output = finished(runs, "overhead")
+    assert "build-cost scaling" in output
+    header = table_row(output, "model")
+    assert header[:3] == ["model", "tensors", "name"]
+    tensors = []
+    for model in ("llama 1 layers", "llama 2 layers", "llama 4 layers", "MoE 1x4 experts"):
+        row = dict(zip(header, table_row(output, model), strict=True))
+        assert row["name"] == "adamw_torch"
+        for column in ("hub ms", "hand ms", "HF ms", "hub/hand", "hub/HF"):
+            assert float(row[column]) > 0, (model, column, row)
+        tensors.append(int(row["tensors"]))
+    assert tensors == [12, 21, 39, 3 + 1 * (2 + 4 + 1 + 4 * 3)]  # 9 per Llama layer
+    assert re.search(r"adamw_torch: hub [\d.]+, by hand [\d.]+, HF Trainer [\d.]+", output)
+    assert re.search(r"goal hub/by-hand <= 1.50 on MoE 1x4 experts", output)
+
+
 def test_import_time_adds_the_command_line_to_its_table(runs):
     output = finished(runs, "import_time")
     for command in ("python -c pass", 'python -c "import torch"',
@@ -101,6 +123,45 @@ def test_gpu_peak_memory_says_why_it_measures_nothing_without_cuda(runs):
     assert "nothing measured" in output
     assert "torch.cuda.max_memory_allocated()" in output
     assert "names it would measure: adamw_torch,apollo_mini" in output
+
+
+def test_gpu_dry_run_takes_every_names_path_on_the_cpu(runs):
+    """The rehearsal a GPU session can run first: the worker subprocess, the result line,
+    the table; a name that cannot run here is a 'fails' row with the hub's reason."""
+    output = finished(runs, "gpu_dry_run")
+    row = table_row(output, "adamw_torch")
+    assert row[1] == "-" and float(row[6]) > 0  # no peak on the CPU; the state measured
+    assert re.fullmatch(r"[\d.]+ -> [\d.]+", row[7])
+    assert table_row(output, "adalomo")[1] == "fails"
+    assert "adalomo: optimhub.errors.BackendUnavailableError" in output or torch.cuda.is_available()
+
+
+def test_catalog_table_puts_every_name_side_by_side(runs):
+    output = finished(runs, "catalog_table")
+    header = table_row(output, "name")
+    rows = {name: dict(zip(header, table_row(output, name), strict=False))
+            for name in ("adamw_torch", "sgd", "galore_adamw", "muon")}
+    assert rows["adamw_torch"]["state B/param"] == "8.00"
+    assert rows["adamw_torch"]["state vs AdamW"] == "1.00"
+    assert rows["adamw_torch"]["step vs AdamW"] == "1.00x"
+    assert float(rows["sgd"]["state B/param"]) == 0.0  # no momentum by default
+    assert 0 < float(rows["galore_adamw"]["state vs AdamW"]) < 0.5
+    assert 0 < float(rows["muon"]["state vs AdamW"]) < 1  # routed: momentum on matrices
+    for row in rows.values():
+        assert float(row["loss after 3"]) > 0 and float(row["eval loss"]) > 0
+        assert row["status"] == "ok"
+    adalomo = table_row(output, "adalomo")
+    assert adalomo[-1] == ("ok" if torch.cuda.is_available() else "unavailable")
+
+
+def test_the_catalog_table_covers_routed_names_and_matrix_only_ones_routed(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import catalog_table
+
+    names = catalog_table.catalog_names()
+    assert {"muon", "galore_plus_adamw_8bit"} <= set(names)
+    assert "muon_torch" not in names  # refused alone: its vectors need a fallback
+    assert "matrix, conv -> muon_torch; * -> adamw_torch" in names
 
 
 def test_layerwise_memory_shows_gradients_freed_during_backward(runs):

@@ -124,3 +124,14 @@ def test_repeats_that_expand_too_far_are_refused() -> None:
 def test_invalid_syntax_is_res_own_error() -> None:
     with pytest.raises(re.error):
         compile_bounded("(unclosed")
+
+
+def test_fullmatch_each_is_fullmatch_name_by_name() -> None:
+    """Module names in named_modules() order, where a child continues from its parent's
+    state, plus names whose parent is not listed."""
+    names = ["model", "model.layers", "model.layers.0", "model.layers.0.self_attn",
+             "model.layers.0.self_attn.q_proj", "model.layers.11.mlp", "x.y.z", "lm_head",
+             "model.layers.0.self_attn.q_proj.lora", *NAMES]
+    for pattern in PATTERNS:
+        expected = [re.fullmatch(pattern, name) is not None for name in names]
+        assert compile_bounded(pattern).fullmatch_each(names) == expected, pattern

@@ -168,13 +168,32 @@ def test_estimate_follows_options_dtypes_and_modes(name, dtype, settings):
                  f"{name} {dtype} {settings}")
 
 
-def test_galore_keeps_the_whole_svd_factor_for_fp32_but_not_bf16():
-    """The +4 bytes/param of backends_on_cpu.md section 3: predicted, and only for fp32."""
+def test_galore_keeps_the_rank_rows_of_the_svd_factor_for_fp32_as_for_bf16():
+    """galore-torch's projector keeps the whole SVD factor of a float32 gradient alive (a
+    view: about +4 bytes per target parameter); the plugin's keeps the rank rows /
+    columns in every dtype, so fp32 state is exactly twice bf16's."""
     fp32 = optimhub.estimate("galore_adamw", reference_model("fp32"), **hub_kwargs("galore_adamw"))
     bf16 = optimhub.estimate("galore_adamw", reference_model("bf16"), **hub_kwargs("galore_adamw"))
-    assert fp32.state_bytes > 3 * bf16.state_bytes
-    assert any("whole SVD factor" in note for note in fp32.notes)
-    assert not bf16.notes
+    assert fp32.state_bytes == 2 * bf16.state_bytes
+    assert not fp32.notes and not bf16.notes
+
+
+@pytest.mark.parametrize(("name", "dtype", "optim_args"), [
+    ("galore_adamw", "fp32", "rank=8"),
+    ("galore_adamw", "fp32", "rank=8,proj_type=reverse_std"),
+    ("galore_adamw", "fp32", "rank=8,proj_type=full"),
+    ("galore_adamw", "bf16", "rank=8,proj_type=left"),
+    ("galore_adafactor", "fp32", "rank=8"),
+    ("galore_adamw_layerwise", "fp32", "rank=8"),
+    ("apollo_adamw", "fp32", "rank=8,proj=svd"),
+    ("apollo_adamw", "bf16", "rank=8,proj=svd,proj_type=right,scale_type=tensor"),
+])
+def test_svd_projector_estimate_is_the_measured_state_to_the_byte(name, dtype, optim_args):
+    """The SVD projectors keep exactly what svd_projector_bytes says: no tolerance."""
+    kwargs = {**hub_kwargs(name), "optim_args": optim_args}
+    model = reference_model(dtype)
+    estimated = optimhub.estimate(name, model, **kwargs).state_bytes
+    assert estimated == measured_bytes(name, model, **kwargs)
 
 
 def test_every_catalog_name_has_an_estimator_in_its_plugin():
@@ -211,11 +230,11 @@ def test_galore_8bit_estimate_by_hand():
     model = reference_model()
     est = optimhub.estimate("galore_adamw_8bit", model, **hub_kwargs("galore_adamw_8bit"))
     per_layer = (
-        2 * 4 * (64 * 8) + 4 * 64 * 64      # q_proj: (64, 8) moments, Vh 64x64
-        + 2 * (2 * 4 * (8 * 64) + 4 * 32 * 32)  # k/v_proj 32x64: (8, 64), U 32x32
-        + 2 * 4 * (64 * 8) + 4 * 64 * 64    # o_proj
-        + 2 * (2 * 4 * (128 * 8) + 4 * 64 * 64)  # gate/up 128x64: (128, 8), Vh 64x64
-        + 2 * 4 * (8 * 128) + 4 * 64 * 64   # down 64x128: (8, 128), U 64x64
+        2 * 4 * (64 * 8) + 4 * 8 * 64       # q_proj: (64, 8) moments, Vh[:8] 8x64
+        + 2 * (2 * 4 * (8 * 64) + 4 * 32 * 8)  # k/v_proj 32x64: (8, 64), U[:, :8] 32x8
+        + 2 * 4 * (64 * 8) + 4 * 8 * 64     # o_proj
+        + 2 * (2 * 4 * (128 * 8) + 4 * 8 * 64)  # gate/up 128x64: (128, 8), Vh[:8] 8x64
+        + 2 * 4 * (8 * 128) + 4 * 64 * 8    # down 64x128: (8, 128), U[:, :8] 64x8
         + 2 * 2 * 4 * 64                    # two RMSNorms, fp32
     )
     blocks = -(-99 * 64 // 256)
@@ -263,10 +282,11 @@ def test_llama_spec_names_and_shapes_are_hugging_face_s():
 
 def test_llama_7b_galore_by_hand():
     """Targets matched by name on the meta model; fp32 at rank 128: two (m, 128) or
-    (128, n) moments per target plus the whole 4096x4096 SVD factor; the rest dense."""
+    (128, n) moments per target plus the projector's 128 rows (or columns) of the SVD
+    factor, 128 x 4096; the rest dense."""
     est = optimhub.estimate("galore_adamw", LLAMA_7B, optim_target_modules=TARGETS)
     h, i, r = 4096, 11008, 128
-    per_layer = 4 * (2 * h * r * 4 + h * h * 4) + 3 * (2 * i * r * 4 + h * h * 4)
+    per_layer = 4 * (2 * h * r * 4 + r * h * 4) + 3 * (2 * i * r * 4 + r * h * 4)
     dense = 2 * 4 * (2 * 32000 * h + 65 * h)  # embed_tokens, lm_head, 65 RMSNorms
     assert est.state_bytes == 32 * per_layer + dense
     assert est.trainable_params == 6_738_415_616
