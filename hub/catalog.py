@@ -13,6 +13,7 @@ Layout of the file::
     distribution = "..."          # what pip installs
     import_name = "..."           # what Python imports (checked before building)
     extra = "..."                 # pip install "optimhub[<extra>]"; omit when none is needed
+    namespace = "..."             # optional: every name of this backend is "<namespace>_..."
     [optimizers.<name>]
     backend = "<backend>"
     summary = "..."               # plus optional fields, see _OPTIMIZER_FIELDS
@@ -36,7 +37,7 @@ import dataclasses
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -59,7 +60,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-__all__ = ["check_spec", "load_catalog", "parse_catalog", "spec_from_mapping"]
+__all__ = [
+    "check_spec",
+    "load_catalog",
+    "parse_catalog",
+    "reserved_namespace",
+    "spec_from_mapping",
+]
 
 SCHEMA_VERSION = 1
 _OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -73,6 +80,7 @@ _BACKEND_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "extra": ((str,), False),
     "min_version": ((str,), False),
     "install_hint": ((str,), False),
+    "namespace": ((str,), False),
 }
 _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "summary": ((str,), True),
@@ -99,6 +107,7 @@ _ROUTE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": ((str,), True),
     "select": ((str, list), True),
     "optimizer": ((str,), True),
+    "namespace": ((str,), False),
 }
 _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "type": ((str,), True),
@@ -116,7 +125,8 @@ _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "route": ((str,), False),
 }
 # Fields an optimizer entry inherits from its [backends.X] table.
-_INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint")
+_INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint",
+              "namespace")
 # Fields a derived entry does not inherit from its base: what makes it another name.
 _NOT_FROM_BASE = ("summary", "aliases", "base")
 # Fields merged key by key over the base's rather than replaced.
@@ -212,6 +222,7 @@ def spec_from_mapping(
             without_cuda=dict(entry.get("without_cuda", {})),
             constructor_weight_decay=entry.get("constructor_weight_decay", False),
             routes=_routes(entry.get("routes", []), where=where),
+            namespace=_namespace(name, entry.get("namespace"), where=where),
         )
     except ValueError as exc:
         if isinstance(exc, CatalogError):
@@ -449,7 +460,41 @@ def _identifier(name: Any, *, where: str) -> str:
     return name
 
 
+def _namespace(name: str, namespace: str | None, *, where: str) -> str | None:
+    """A namespace is a plain identifier, and the name must carry it as its prefix."""
+    if namespace is None:
+        return None
+    if not _OPTION_NAME.fullmatch(namespace) or namespace.endswith("_"):
+        raise CatalogError(
+            f"{where}: namespace {namespace!r} is not valid (letters, digits and '_', not "
+            "ending in '_')"
+        )
+    if not name.startswith(f"{namespace}_"):
+        raise CatalogError(
+            f"{where}: {name!r} belongs to namespace {namespace!r}, so its name must start "
+            f"with {namespace + '_'!r}"
+        )
+    return namespace
+
+
+def reserved_namespace(name: str, namespaces: Iterable[str]) -> str | None:
+    """The namespace whose prefix ``name`` carries (``pto_x`` -> ``pto``), or None: a name
+    in a namespace belongs to that namespace's backend alone."""
+    for namespace in namespaces:
+        if name.startswith(f"{namespace}_"):
+            return namespace
+    return None
+
+
 def _check_cross_references(specs: Mapping[str, OptimizerSpec], *, origin: str) -> None:
+    namespaces = {s.namespace for s in specs.values() if s.namespace}
+    for spec in specs.values():
+        claimed = reserved_namespace(spec.name, namespaces)
+        if claimed is not None and spec.namespace != claimed:
+            raise CatalogError(
+                f"{origin}: [optimizers.{spec.name}] starts with {claimed + '_'!r}, the "
+                f"namespace of another backend; rename it"
+            )
     seen: dict[str, str] = {}
     for spec in specs.values():
         if spec.base is not None and spec.base not in specs:

@@ -70,6 +70,7 @@ class Capability(str, enum.Enum):
     NO_DDP = "no_ddp"
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
+    CREATE_GRAPH = "create_graph"
 
     @property
     def explanation(self) -> str:
@@ -104,6 +105,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.MATRIX_ONLY: (
         "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "
         "fallback optimizer, which a routed optimizer provides"
+    ),
+    Capability.CREATE_GRAPH: (
+        "second-order: every backward must keep the graph (loss.backward(create_graph=True)) "
+        "so step() can take Hessian-vector products"
     ),
     Capability.SINGLE_GROUP: (
         "one learning rate and one weight decay for every parameter (it takes the model, "
@@ -267,7 +272,9 @@ class OptimizerSpec:
     one constructor argument, not per param group. ``routes``: a routed entry (a preset
     such as ``muon``) is built by the hub's router from these routes, each stepped by its
     own catalog optimizer; its options go to the route their ``route`` field names, or,
-    without one, to the route whose optimizer is ``base``.
+    without one, to the route whose optimizer is ``base``. ``namespace``: the prefix a backend
+    reserves for its names (``pto`` -> ``pto_adan``), so a catalog that fronts a library of
+    a hundred optimizers cannot collide with Hugging Face's names or another plugin's.
     """
 
     name: str
@@ -289,6 +296,7 @@ class OptimizerSpec:
     without_cuda: Mapping[str, Any] = field(default_factory=dict)
     constructor_weight_decay: bool = False
     routes: tuple[RouteTemplate, ...] = ()
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -323,6 +331,13 @@ class OptimizerSpec:
         """Whether parameters change inside backward (fused backward or layerwise), so
         gradients cannot accumulate or be clipped between backward and step."""
         return self.has(Capability.FUSED_BACKWARD) or self.runs_layerwise(layerwise)
+
+    @property
+    def bare_name(self) -> str:
+        """The name without its namespace prefix (``pto_adan`` -> ``adan``): what a user who
+        knows the library, not the hub, types."""
+        prefix = f"{self.namespace}_" if self.namespace else ""
+        return self.name[len(prefix):] if prefix and self.name.startswith(prefix) else self.name
 
     @property
     def install_command(self) -> str:

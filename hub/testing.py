@@ -27,7 +27,9 @@ The checks, each named in the report and in a failure's message:
   relaxes this only for backends documented as non-deterministic);
 - one check per capability the spec claims (``schedule_free``, ``fused_backward``,
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
-  ``target_modules``): the claim is true of the object the hub builds (``low_bit_state``
+  ``target_modules``, ``matrix_only``): the claim is true of the object the hub builds
+  (a ``matrix_only`` spec trains the model's 2-D weights only, and must refuse the whole
+  model; ``create_graph`` and ``closure_required`` are honoured by the driver) (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
 - ``declared_memory``: a spec's ``state_bytes_per_param`` matches :func:`state_bytes`
   (where it does not depend on tensor sizes: not for low-bit or low-rank specs);
@@ -323,8 +325,14 @@ class _Config:
     device: torch.device
 
     def model(self) -> nn.Module:
-        """A fresh suite model (same initial weights every time) on the run's device."""
-        return conformance_model().to(self.device)
+        """A fresh suite model (same initial weights every time) on the run's device; for a
+        ``matrix_only`` spec, with only its 2-D weight matrices trainable (the rest is a
+        routed optimizer's job: see the ``matrix_only`` check)."""
+        model = conformance_model().to(self.device)
+        if self.spec.has(Capability.MATRIX_ONLY):
+            for param in model.parameters():
+                param.requires_grad_(param.dim() == 2)
+        return model
 
     def kwargs(self, *, targets: bool = True, **extra: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"lr": self.lr, **self.overrides, **extra}
@@ -540,6 +548,7 @@ class _Checks:
             (self.low_rank, True, has(Capability.LOW_RANK)),
             (self.declared_memory, True, self._memory_is_size_independent()),
             (self.needs_model, False, has(Capability.NEEDS_MODEL)),
+            (self.matrix_only, False, has(Capability.MATRIX_ONLY)),
             (self.target_modules, False, has(Capability.TARGET_MODULES)),
             (self.missing_backend, False, True),
         ]
@@ -752,6 +761,16 @@ class _Checks:
             return f"bare parameters refused: {_first_line(exc)}"
         _close(optimizer)
         raise _CheckFailed("the spec needs the model, but bare parameters built "
+                           f"{type(optimizer).__name__} without CapabilityError")
+
+    def matrix_only(self) -> str:
+        model = conformance_model().to(self.config.device)  # every parameter trainable
+        try:
+            optimizer = create_optimizer(self.spec.name, model, **self.config.kwargs())
+        except CapabilityError as exc:
+            return f"non-matrix parameters refused: {_first_line(exc)[:120]}"
+        _close(optimizer)
+        raise _CheckFailed("the spec is matrix_only, but a model with biases and norms built "
                            f"{type(optimizer).__name__} without CapabilityError")
 
     def target_modules(self) -> str:
