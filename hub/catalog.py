@@ -102,12 +102,12 @@ _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "without_cuda": ((dict,), False),
     "constructor_weight_decay": ((bool,), False),
     "routes": ((list,), False),
+    "namespace": ((str,), False),
 }
 _ROUTE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": ((str,), True),
     "select": ((str, list), True),
     "optimizer": ((str,), True),
-    "namespace": ((str,), False),
 }
 _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "type": ((str,), True),
