@@ -14,7 +14,11 @@ came_pytorch = pytest.importorskip("came_pytorch")
 
 def test_hub_matches_the_class_built_by_hand() -> None:
     hub_model, hand_model = ot.conformance_model(), ot.conformance_model()
-    hub = optimhub.create_optimizer("came", hub_model, learning_rate=2e-3, adam_beta1=0.5,
+    # adam_beta1/2 do not apply (CAME's three betas are its own option): giving one is an
+    # error, not a silent ignore
+    with pytest.raises(optimhub.OptimArgsError, match="takes no betas"):
+        optimhub.create_optimizer("came", hub_model, adam_beta1=0.5)
+    hub = optimhub.create_optimizer("came", hub_model, learning_rate=2e-3,
                                     optim_args="betas=(0.8,0.99,0.999),clip_threshold=2.0")
     hand = came_pytorch.CAME(hand_model.parameters(), lr=2e-3, betas=(0.8, 0.99, 0.999),
                              eps=(1e-30, 1e-16), clip_threshold=2.0, weight_decay=0.0)
