@@ -101,8 +101,8 @@ def refuse_matrix_only_without_routes(spec: OptimizerSpec, source: ParameterSour
         raise CapabilityError(
             f"optimizer {spec.name!r} updates only weight matrices (capability "
             f"'{Capability.MATRIX_ONLY.value}'), but {len(vectors)} trainable parameter(s) have "
-            f"fewer than two dimensions, e.g. {shown}: they need a fallback optimizer. Use "
-            f"a routed optimizer, create_optimizer({routed!r}, model, ...), which sends the "
+            f"fewer than two dimensions, e.g. {shown}: they need a fallback optimizer. Use the "
+            f"routed form, create_optimizer({routed!r}, model, ...), which sends the "
             "matrices to it and everything else to AdamW (see docs/user-guide.md, Routing)"
         )
 

@@ -28,8 +28,8 @@ The checks, each named in the report and in a failure's message:
 - one check per capability the spec claims (``schedule_free``, ``fused_backward``,
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
   ``target_modules``, ``matrix_only``): the claim is true of the object the hub builds
-  (a ``matrix_only`` spec trains the model's 2-D weights only, and must refuse the whole
-  model; ``create_graph`` and ``closure_required`` are honoured by the driver) (``low_bit_state``
+  (a ``matrix_only`` spec built by its plain name must refuse a model with vectors;
+  ``create_graph`` and ``closure_required`` are honoured by the driver) (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
 - ``declared_memory``: a spec's ``state_bytes_per_param`` matches :func:`state_bytes`
   (where it does not depend on tensor sizes: not for low-bit or low-rank specs);
@@ -325,17 +325,14 @@ class _Config:
     device: torch.device
 
     def model(self) -> nn.Module:
-        """A fresh suite model (same initial weights every time) on the run's device; for a
-        ``matrix_only`` spec, with only its 2-D weight matrices trainable (the rest is a
-        routed optimizer's job: see the ``matrix_only`` check)."""
-        model = conformance_model().to(self.device)
-        if self.spec.has(Capability.MATRIX_ONLY):
-            for param in model.parameters():
-                param.requires_grad_(param.dim() == 2)
-        return model
+        """A fresh suite model (same initial weights every time) on the run's device."""
+        return conformance_model().to(self.device)
 
     def kwargs(self, *, targets: bool = True, **extra: Any) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"lr": self.lr, **self.overrides, **extra}
+        # An optimizer that takes no learning rate (AliG: its step is computed from the
+        # loss) refuses an explicit one.
+        lr = {"lr": self.lr} if self.spec.has_hyperparameter("lr") else {}
+        kwargs: dict[str, Any] = {**lr, **self.overrides, **extra}
         if self.optim_args:
             kwargs["optim_args"] = dict(self.optim_args)
         if targets and self.optim_target_modules is not None:

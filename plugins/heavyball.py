@@ -22,6 +22,7 @@ pointer), so the estimate builds each distinct parameter shape on the CPU and st
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -72,8 +73,20 @@ def _eager_on_cpu(params: list[Any]) -> None:
 
 def build(request: BuildRequest) -> torch.optim.Optimizer:
     cls = heavyball_class(request.spec.bare_name)
-    _eager_on_cpu([p for group in request.param_groups for p in group["params"]])
-    return cls(request.param_groups, **request.kwargs)
+    params = [p for group in request.param_groups for p in group["params"]]
+    _eager_on_cpu(params)
+    kwargs = dict(request.kwargs)
+    if "rank" in kwargs and kwargs["rank"] is None:
+        kwargs["rank"] = default_rank(params)
+    return cls(request.param_groups, **kwargs)
+
+
+def default_rank(params: list[torch.Tensor]) -> int:
+    """PSGD-LRA's default rank, log2 of the parameter count, as heavyball computes it. The
+    plugin computes it because heavyball's own computation iterates ``params`` as tensors
+    and fails (``'dict' object has no attribute 'numel'``) on the param groups the hub
+    passes."""
+    return max(1, round(math.log2(max(1, sum(p.numel() for p in params)))))
 
 
 def estimate(request: EstimateRequest) -> StateEstimate:

@@ -140,7 +140,7 @@ def test_create_graph_is_needed_and_honoured(name) -> None:
 
 
 def test_matrix_only_names_refuse_other_parameters_naming_the_router() -> None:
-    with pytest.raises(optimhub.CapabilityError, match=r"routed optimizer") as info:
+    with pytest.raises(optimhub.CapabilityError, match=r"routed form") as info:
         optimhub.create_optimizer("pto_muon", ot.conformance_model())
     assert "'embed_tokens.weight'" not in str(info.value)  # 2-D: not the problem
     assert "layers.0.input_layernorm.weight" in str(info.value)

@@ -51,8 +51,13 @@ _PSGD_INIT = {"precond_init_scale": {
            "gradient, which fails when that gradient is all zeros).",
 }}
 HAND_ARGS: dict[str, dict[str, dict[str, Any]]] = {
-    name: _PSGD_INIT for name in ("PSGDKron", "PSGDPRO", "QSGD", "PSGDLRA", "LATHER")
+    name: _PSGD_INIT for name in ("PSGDKron", "PSGDPRO", "QSGD", "LATHER")
 }
+HAND_ARGS["PSGDLRA"] = {**_PSGD_INIT, "rank": {
+    "type": "int", "default": "none", "nullable": True, "minimum": 1,
+    "doc": "Rank of the low-rank preconditioner (none: log2 of the parameter count, "
+           "heavyball's default, computed by the plugin).",
+}}
 
 DROPPED_ARGS: dict[str, dict[str, str]] = {
     "*": {
