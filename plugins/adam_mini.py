@@ -15,11 +15,14 @@ lines (``verbose``) are off.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from optimhub.plugin import BuildRequest, EstimateRequest, Register, StateEstimate, hookimpl
 
 from ._attention_shape import adam_mini_state_bytes, attention_shape
+
+if TYPE_CHECKING:  # torch is imported when a name is built, not at `optimhub list`
+    import torch
 
 
 def build(request: BuildRequest) -> torch.optim.Optimizer:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     BackendUnavailableError,
@@ -39,7 +37,8 @@ from optimhub.plugin import (
     hookimpl,
 )
 
-from ._state_probe import ProbeUnavailable, probe_per_shape
+if TYPE_CHECKING:  # torch is imported when a name is built, not at `optimhub list`
+    import torch
 
 _STORAGE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 
@@ -96,6 +95,8 @@ def estimate(request: EstimateRequest) -> StateEstimate:
         storage = _STORAGE_BYTES.get(str(request.option("storage_dtype", "float32")), 4)
         buffers = round(spec.state_bytes_per_param / 4)
         return StateEstimate(sum(p.numel * buffers * storage for p in request.trainable))
+    from ._state_probe import ProbeUnavailable, probe_per_shape  # imports torch
+
     cls = heavyball_class(spec.bare_name)
     _eager_on_cpu([])
     kwargs = {a.key: v for k, v in request.options.items()

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimhub.plugin import (
     BackendUnavailableError,
@@ -51,7 +49,9 @@ from optimhub.plugin import (
 )
 
 from ._attention_shape import adam_mini_state_bytes, attention_shape
-from ._state_probe import ProbeUnavailable, meta_parameters, probe_state_bytes
+
+if TYPE_CHECKING:  # torch is imported when a name is built, not at `optimhub list`
+    import torch
 
 #: Optimizers whose first argument is the model, not the param groups.
 MODEL_FIRST = ("lomo", "adalomo", "adammini")
@@ -184,6 +184,8 @@ def _build_sam(request: BuildRequest, cls: type, groups: list[dict[str, Any]],
                kwargs: dict[str, Any]) -> torch.optim.Optimizer:
     """``SAM(params, base_optimizer=<class>, rho..., **base_kwargs)``: the base optimizer
     gets lr (and betas/eps for AdamW, momentum for SGD) through SAM's ``**kwargs``."""
+    import torch
+
     base = kwargs.pop("base_optimizer")
     momentum = kwargs.pop("momentum")
     if base == "sgd":
@@ -254,6 +256,8 @@ def estimate_probe(request: EstimateRequest) -> StateEstimate:
     follow block, dimension and rank rules a formula would restate."""
     key = request.spec.bare_name
     cls = optimizer_class(key)
+    from ._state_probe import ProbeUnavailable, meta_parameters, probe_state_bytes  # torch
+
     params = meta_parameters((p.shape, p.dtype_bytes) for p in request.trainable)
     kwargs = _probe_kwargs(request)
     if key in MODEL_FIRST:

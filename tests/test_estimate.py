@@ -101,7 +101,7 @@ def measured_bytes(name: str, model: nn.Module, steps: int = 2, **kwargs) -> int
             value.backward()
         return value
 
-    needs_closure = optimhub.get_spec(name).has("closure_required")
+    needs_closure = isinstance(name, str) and optimhub.get_spec(name).has("closure_required")
     driver = optimhub.drive(optimizer, model=model, closure=closure if needs_closure else None)
     for step in range(steps):
         current[0] = step
@@ -126,8 +126,10 @@ EXTRA: dict[str, dict] = {
 
 
 def hub_kwargs(name: str) -> dict:
-    kwargs: dict = {"lr": 1e-3, **EXTRA.get(name, {})}
-    if optimhub.get_spec(name).has("target_modules"):
+    spec = optimhub.get_spec(name)
+    lr = {"lr": 1e-3} if spec.has_hyperparameter("lr") else {}  # AliG takes none
+    kwargs: dict = {**lr, **EXTRA.get(name, {})}
+    if spec.has("target_modules"):
         kwargs.update(optim_target_modules=TARGETS, optim_args=f"rank={RANK}")
     return kwargs
 

@@ -23,6 +23,7 @@ The rules applied to every parameter:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -61,6 +62,27 @@ class Tables:
     fixed: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     infer_from_default: bool = False
     sentinels: tuple[Any, ...] = ()
+    #: Where a name's ``paper`` link points when the library's README names no paper for
+    #: it: the library's own documentation.
+    documentation: str = ""
+
+    @functools.cached_property
+    def papers(self) -> dict[str, str]:
+        """Paper links by folded class name, from the README table the distribution ships
+        in its metadata (``| AdaBelief | ... | [paper](https://arxiv.org/...) |``)."""
+        from importlib.metadata import metadata
+
+        text = metadata(self.distribution).get_payload() or ""
+        found: dict[str, str] = {}
+        for line in text.splitlines():
+            row = re.match(r"^\|\s*([^|]+?)\s*\|.*?\[paper\]\((https://[^)\s]+)\)", line)
+            if row:
+                for name in re.split(r"[,/]", row.group(1)):
+                    found.setdefault(_folded(name), row.group(2))
+        return found
+
+    def paper(self, key: str) -> str:
+        return self.papers.get(_folded(key), self.documentation)
 
     @property
     def begin(self) -> str:
@@ -69,6 +91,10 @@ class Tables:
     @property
     def end(self) -> str:
         return "# " + "-" * 76 + f" end {self.backend}"
+
+
+def _folded(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 # ============================================================================ introspection
@@ -249,6 +275,7 @@ def entry(t: Tables, key: str, cls: type) -> str:
     if t.entry_option_sets.get(key):
         lines.append(f"option_sets = {toml_value(t.entry_option_sets[key])}")
     lines.append(f"summary = {toml_value(summary)}")
+    lines.append(f"paper = {toml_value(t.paper(key))}")
     if caps:
         lines.append(f"capabilities = {toml_value(caps)}")
     order = [h for h in HF_ORDER if h in hyper]

@@ -94,6 +94,7 @@ def _sentinels() -> tuple[Any, ...]:
 
 
 TABLES = Tables(
+    documentation="https://github.com/HomebrewML/HeavyBall",
     backend="heavyball",
     distribution="heavyball",
     namespace="heavyball",

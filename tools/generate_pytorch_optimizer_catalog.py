@@ -220,6 +220,7 @@ def optimizer_classes() -> dict[str, type]:
 
 
 TABLES = Tables(
+    documentation="https://pytorch-optimizers.readthedocs.io/en/latest/optimizer/",
     backend="pytorch_optimizer",
     distribution="pytorch-optimizer",
     namespace="pto",
