@@ -19,7 +19,9 @@ Layout of the file::
     summary = "..."               # plus optional fields, see _OPTIMIZER_FIELDS
     [optimizers.<name>.args.<key>]  # or an inline table: one typed optim_args option
     type = "float"
-    doc = "..."
+    doc = "..."                   # plus default, bounds, choices...; example: a value the
+                                  # `optimhub info` snippets write for an option the backend
+                                  # needs and has no default for
     [option_sets.<set>.<key>]     # options shared by several entries: option_sets = ["<set>"]
 
 Each fact is stated once. An entry with ``base = "<name>"`` (a layerwise mode, a preset, a
@@ -123,6 +125,7 @@ _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "target_group": ((bool,), False),
     "backend_key": ((str,), False),
     "route": ((str,), False),
+    "example": ((object,), False),
 }
 # Fields an optimizer entry inherits from its [backends.X] table.
 _INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint",
@@ -319,7 +322,7 @@ def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> Ar
         raise CatalogError(
             f"{where}: unknown type {value['type']!r}; use one of {', '.join(ARG_TYPES)}"
         )
-    fields = {k: v for k, v in value.items() if k != "default"}
+    fields = {k: v for k, v in value.items() if k not in ("default", "example")}
     if "choices" in fields:
         fields["choices"] = tuple(fields["choices"])
     try:
@@ -327,10 +330,9 @@ def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> Ar
     except (TypeError, ValueError) as exc:
         raise CatalogError(f"{where}: {exc}") from exc
     _check_arg_consistency(optimizer, arg, where=where)
-    if "default" not in value:
-        return arg
-    return ArgSpec(**{**arg.__dict__, "default": _typed_default(optimizer, arg, value["default"],
-                                                               where=where)})
+    typed = {field: _typed_default(optimizer, arg, value[field], where=f"{where}.{field}")
+             for field in ("default", "example") if field in value}
+    return ArgSpec(**{**arg.__dict__, **typed}) if typed else arg
 
 
 def _option_name(key: Any, *, where: str) -> str:

@@ -156,6 +156,9 @@ class ArgSpec:
     target_group: bool = False
     backend_key: str | None = None
     route: str | None = None
+    #: A value the snippets of ``optimhub info`` write for an option the backend needs and
+    #: has no default for (Ranger21's num_iterations, the run length).
+    example: Any = UNSET
 
     def __post_init__(self) -> None:
         if self.type not in ARG_TYPES:

@@ -136,7 +136,7 @@ HAND_ARGS: dict[str, dict[str, dict[str, Any]]] = {
                                        "(default: model.config.num_key_value_heads)."},
     },
     "ranger21": {
-        "num_iterations": {"type": "int", "minimum": 1,
+        "num_iterations": {"type": "int", "minimum": 1, "example": 1000,
                            "doc": "Total optimizer steps, for Ranger21's built-in warmup and "
                                   "warm-down (default: max_steps)."},
     },
@@ -156,6 +156,8 @@ _MUON_ADAMW = {key: "applies to use_muon=False groups, which a matrix_only name 
 DROPPED_ARGS: dict[str, dict[str, str]] = {
     "*": {"foreach": "an implementation switch the library chooses itself",
           "maximize": "the hub minimizes the loss"},
+    "a2grad": {"lr": "A2Grad never reads it (its docs: 'Learning rate. No needed.'): the "
+                     "name takes no learning rate, so an explicit one is refused, not ignored"},
     "adago": {"use_muon": "set per group by the hub"},
     "adammini": {"model_sharding": "FSDP/ZeRO only; not supported by the hub",
                  "num_embeds": "see hidden_size", "num_heads": "see num_attention_heads",
