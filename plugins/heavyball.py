@@ -77,7 +77,11 @@ def build(request: BuildRequest) -> torch.optim.Optimizer:
     kwargs = dict(request.kwargs)
     if "rank" in kwargs and kwargs["rank"] is None:
         kwargs["rank"] = default_rank(params)
-    return cls(request.param_groups, **kwargs)
+    optimizer = cls(request.param_groups, **kwargs)
+    from ._saved_dtypes import keep_saved_dtypes  # imports torch
+
+    keep_saved_dtypes(optimizer)  # PSGD's float64 bounds: exact resume (see the module)
+    return optimizer
 
 
 def default_rank(params: list[torch.Tensor]) -> int:

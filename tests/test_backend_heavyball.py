@@ -83,3 +83,35 @@ def test_dense_estimate_follows_the_storage_dtype_not_the_parameters() -> None:
     assert optimhub.estimate("heavyball_adamw", model).state_bytes == 8 * count
     half = optimhub.estimate("heavyball_adamw", model, optim_args="storage_dtype=bfloat16")
     assert half.state_bytes == 4 * count
+
+
+def _float64_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    found, stack = [], [optimizer.state_dict()["state"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor) and item.dtype == torch.float64:
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def test_psgd_float64_state_keeps_its_dtype_and_values_through_a_checkpoint() -> None:
+    """torch's load_state_dict casts floating state to the parameter's dtype; PSGD keeps
+    float64 running bounds, which must come back as saved (plugins/_saved_dtypes.py)."""
+    model = ot.conformance_model()
+    optimizer = optimhub.create_optimizer("heavyball_psgdkron", model, lr=1e-2)
+    for seed in range(2):
+        optimizer.zero_grad()
+        ot.conformance_loss(model, ot.conformance_batch(seed=seed)).backward()
+        optimizer.step()
+    saved = _float64_state(optimizer)
+    assert saved  # the case this guards: PSGD keeps float64 state next to float32 weights
+    fresh = optimhub.create_optimizer("heavyball_psgdkron", ot.conformance_model(seed=1),
+                                      lr=1e-2)
+    fresh.load_state_dict(optimizer.state_dict())
+    loaded = _float64_state(fresh)
+    assert len(loaded) == len(saved)
+    assert sorted(t.item() for t in loaded) == sorted(t.item() for t in saved)
