@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from optimhub.plugin import state_bytes
+
 __all__ = ["ProbeUnavailable", "meta_parameters", "probe_per_shape", "probe_state_bytes",
            "storage_bytes"]
 
@@ -100,5 +102,5 @@ def probe_per_shape(build: Callable[[list[torch.nn.Parameter]], torch.optim.Opti
         for _ in range(steps):
             param.grad = torch.randn(shape, generator=generator).to(param.dtype)
             optimizer.step()
-        total += count * storage_bytes(optimizer.state.values(), exclude=[param])
+        total += count * state_bytes(optimizer)
     return total

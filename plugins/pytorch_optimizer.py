@@ -28,6 +28,7 @@ meta-device probe of ``plugins/_state_probe.py`` (which imports the backend).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ from optimhub.plugin import (
     projection_side,
 )
 
-from ._attention_shape import adam_mini_state_bytes, attention_shape
+from ._attention_shape import attention_shape
 
 if TYPE_CHECKING:  # torch is imported when a name is built, not at `optimhub list`
     import torch
@@ -290,9 +291,119 @@ def _probe_kwargs(request: EstimateRequest) -> dict[str, Any]:
     return kwargs
 
 
+def _as_matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (rows, columns) view several pytorch-optimizer classes take of a parameter: a
+    vector as a column, a tensor of more dimensions as its first dimension by the rest."""
+    numel = math.prod(shape)
+    if len(shape) < 2:
+        return numel, 1
+    return shape[0], numel // shape[0]
+
+
+def estimate_nero(request: EstimateRequest) -> StateEstimate:
+    """Nero: one second moment per output neuron (per row) of a matrix, per element of a
+    vector; its per-parameter scale is a 0-d tensor (bookkeeping, not counted)."""
+    return StateEstimate(sum(p.dtype_bytes * (p.numel if len(p.shape) <= 1 else p.shape[0])
+                             for p in request.trainable))
+
+
+def estimate_racs(request: EstimateRequest) -> StateEstimate:
+    """RACS: a row and a column statistic of the (rows, columns) view (and a 0-d
+    threshold)."""
+    return StateEstimate(sum(p.dtype_bytes * sum(_as_matrix(p.shape))
+                             for p in request.trainable))
+
+
+def estimate_alice(request: EstimateRequest) -> StateEstimate:
+    """Alice on the (m, n) view, r = min(rank, m): the basis U (m x r), Q (r x r), the two
+    projected moments (r x n each) and the compensation scale p (n); phi is 0-d."""
+    rank = int(request.option("rank", 256))
+    total = 0
+    for param in request.trainable:
+        m, n = _as_matrix(param.shape)
+        r = min(rank, m)
+        total += param.dtype_bytes * (m * r + r * r + 2 * r * n + n)
+    return StateEstimate(total)
+
+
+def estimate_spam(request: EstimateRequest) -> StateEstimate:
+    """SPAM: Adam's two moments, for a matrix only over its mask's ``int(density * numel)``
+    entries (plus the boolean mask, one byte per element). Exact until the first mask
+    resampling (every update_proj_gap steps), which draws each entry with probability
+    density: the same count on average, exactly so at the default density 1."""
+    density = float(request.option("density", 1.0))
+    total = 0
+    for param in request.trainable:
+        if len(param.shape) == 2:
+            total += param.numel + 2 * int(density * param.numel) * param.dtype_bytes
+        else:
+            total += 2 * param.numel * param.dtype_bytes
+    return StateEstimate(total)
+
+
+def estimate_sara(request: EstimateRequest) -> StateEstimate:
+    """SaRA keeps moments only for the weights whose magnitude is below its threshold when
+    it starts: a count that depends on the weights' values, which an estimate does not
+    read (it sees shapes only). Refused, with the bound."""
+    bound = sum(p.numel + 2 * p.numel * p.dtype_bytes for p in request.trainable)
+    raise OptimArgsError(
+        f"no memory estimate for {request.spec.name!r}: SaRA keeps Adam moments only for "
+        "the weights below its threshold at the start, a count that depends on the weight "
+        f"values, not their shapes; at most {bound:,} bytes (a boolean mask and two moments "
+        "for every weight). Measure it on the model: optimhub.testing.state_bytes"
+    )
+
+
+def estimate_conda(request: EstimateRequest) -> StateEstimate:
+    """Measured on the CPU per parameter shape (``probe_per_shape``): Conda's full-rank
+    GaLore projector keeps views of an SVD factor whose size a meta-device probe does not
+    see; every parameter's state is its own, so shapes can be probed one at a time."""
+    cls = optimizer_class(request.spec.bare_name)
+    from ._state_probe import ProbeUnavailable, probe_per_shape  # imports torch
+
+    kwargs = _probe_kwargs(request)
+    try:
+        measured = probe_per_shape(lambda params: cls(params, **kwargs),
+                                   ((p.shape, p.dtype_bytes) for p in request.trainable))
+    except ProbeUnavailable as exc:
+        raise OptimArgsError(f"no memory estimate for {request.spec.name!r}: {exc}") from exc
+    return StateEstimate(measured, notes=("measured per parameter shape on the CPU (a probe)",))
+
+
+#: pytorch-optimizer's AdamMini blocks, by parameter-name substring (its own rules,
+#: adam_mini.py: ``embed_blocks``, ``qk_blocks`` and the fused-attention names).
+_PTO_ADAM_MINI_EMBED = ("embed", "embd", "wte", "lm_head.weight", "output.weight")
+_PTO_ADAM_MINI_QK = ("k_proj.weight", "q_proj.weight", "wq.weight", "wk.weight")
+_PTO_ADAM_MINI_FUSED = ("attn.attn.weight", "attn.qkv.weight")
+
+
 def estimate_adam_mini(request: EstimateRequest) -> StateEstimate:
-    """AdamMini: Adam-mini's blocks (``adam_mini_state_bytes``)."""
-    return StateEstimate(adam_mini_state_bytes(request.trainable))
+    """pytorch-optimizer's AdamMini (its port differs from the authors' package): float32
+    state whatever the weights' dtype; embedding/output weights keep both Adam moments; a
+    query/key weight its first moment and one second moment per head (``hidden_size**2 /
+    num_attention_heads`` weights per head); a fused QKV weight one per query group and
+    slot; every other weight its first moment only (its one second moment is 0-d). Without
+    the attention shape in optim_args a query/key weight is counted with one second
+    moment per row, an upper bound."""
+    hidden = request.option("hidden_size")
+    heads = request.option("num_attention_heads")
+    groups = request.option("num_key_value_heads") or heads
+    total, notes = 0, ()
+    for p in request.trainable:
+        if any(block in p.name for block in _PTO_ADAM_MINI_EMBED):
+            total += 8 * p.numel
+        elif any(block in p.name for block in _PTO_ADAM_MINI_QK):
+            if hidden and heads:
+                total += 4 * p.numel + 4 * (p.numel // (hidden * hidden // heads))
+            else:
+                total += 4 * p.numel + 4 * p.shape[0]
+                notes = ("query/key second moments counted per row (an upper bound): give "
+                         "hidden_size and num_attention_heads for the exact count",)
+        elif any(block in p.name for block in _PTO_ADAM_MINI_FUSED) and heads and groups:
+            total += 4 * p.numel + 4 * groups * (heads // groups + 2)
+        else:
+            total += 4 * p.numel
+    return StateEstimate(total, notes=notes)
 
 
 #: Size-dependent estimators, by the generator's STATE names.
@@ -304,6 +415,12 @@ ESTIMATORS: dict[str, Callable[[EstimateRequest], StateEstimate]] = {
     "apollo": estimate_low_rank,
     "fira": estimate_low_rank,
     "adammini": estimate_adam_mini,
+    "nero": estimate_nero,
+    "racs": estimate_racs,
+    "alice": estimate_alice,
+    "spam": estimate_spam,
+    "sara": estimate_sara,
+    "conda": estimate_conda,
 }
 
 

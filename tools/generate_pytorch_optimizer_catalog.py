@@ -109,7 +109,7 @@ STATE: dict[str, float | str] = {
     "schedulefreeadamw": 8.0, "schedulefreeradam": 8.0,
     "schedulefreesgd": 4.0, "shampoo": "probe", "signsgd": 4.0, "simplifiedademamix": 8.0,
     "sophiah": 12.0, "stableadamw": 8.0, "stablespam": 8.0, "tam": 8.0, "tiger": 4.0,
-    "vsgd": 12.0, "yogi": 8.0, "spectralsphere": "probe", "sam": 0.0, "wsam": 4.0,
+    "vsgd": 12.0, "yogi": 8.0, "spectralsphere": 4.0, "sam": 0.0, "wsam": 4.0,
     "friendlysam": 4.0, "looksam": 4.0,
 }
 
