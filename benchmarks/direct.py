@@ -15,6 +15,7 @@ The rank is passed as given, so callers keep it at or below every target's small
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -69,6 +70,7 @@ EXTRA: dict[str, dict[str, Any]] = {
     "pto_adammini": {"optim_args": "hidden_size=64,num_attention_heads=4"},
     "pto_ranger21": {"max_steps": 10},
     "pto_alice": {"optim_args": "rank=8,leading_basis=4"},
+    "pto_adashift": {"optim_args": "keep_num=2"},  # its queue full after the 2 steps
     "heavyball_psgdlra": {"optim_args": "precond_init_scale=0.1"},
 }
 
@@ -454,7 +456,8 @@ def _pto(spec: Any) -> Callable[[nn.Module, int], DirectRun]:
         if spec.has("matrix_only"):
             groups = [{**g, "use_muon": True} for g in groups]
         extra: dict[str, Any] = {"ranger21": {"num_iterations": 10},
-                                 "alice": {"rank": 8, "leading_basis": 4}}.get(key, {})
+                                 "alice": {"rank": 8, "leading_basis": 4},
+                                 "adashift": {"keep_num": 2}}.get(key, {})
         if key in ("sam", "friendlysam", "looksam"):
             optimizer = cls(groups, base_optimizer=torch.optim.SGD, lr=LR)
         elif key == "wsam":
@@ -477,7 +480,10 @@ def _heavyball(bare_name: str) -> Callable[[nn.Module, int], DirectRun]:
 
         heavyball.utils.compile_mode = None  # eager on the CPU, as the plugin runs it
         cls = next(getattr(heavyball, n) for n in heavyball.__all__ if n.lower() == bare_name)
-        extra = {"precond_init_scale": 0.1} if bare_name == "psgdlra" else {}
+        extra: dict[str, Any] = {}
+        if bare_name == "psgdlra":  # heavyball's default rank fails on param groups
+            count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            extra = {"precond_init_scale": 0.1, "rank": max(1, round(math.log2(count)))}
         optimizer = cls(hf_groups(model), lr=LR, **extra)
         if hasattr(optimizer, "train") and bare_name in ("sfadamw", "msamlaprop"):
             optimizer.train()

@@ -88,3 +88,50 @@ def test_cli_list_backend_and_pattern(capsys) -> None:
     assert "pto_adan" in out and "heavyball" not in out
     assert main(["info", "pto_sophiah"]) == 0
     assert "create_graph" in capsys.readouterr().out
+
+
+def test_info_describes_every_name(capsys) -> None:
+    """`optimhub info` for each of the catalog's names (no backend imported: the spec, the
+    install line, every option typed)."""
+    import json
+
+    names = [spec.name for spec in optimhub.list_optimizers()]
+    assert len(names) > 200
+    for name in names:
+        assert main(["info", name, "--json"]) == 0, name
+        data = json.loads(capsys.readouterr().out)
+        assert data["name"] == name and data["backend"]["install"].startswith("pip install")
+        assert all(option["type"] and option["doc"] for option in data["optim_args"]), name
+
+
+#: A run of the command line in which the new backends are not importable (a meta-path
+#: finder refuses them), as on a machine where they are not installed.
+_WITHOUT_BACKENDS = """
+import json, sys
+BLOCKED = {"heavyball", "pytorch_optimizer", "came_pytorch", "prodigyopt", "adam_mini"}
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Blocker())
+from optimhub.cli import main
+main(["list", "--backend", "heavyball", "--json"])
+print("@@")
+main(["info", "pto_adan", "--json"])
+"""
+
+
+def test_a_backend_that_is_not_installed_is_listed_with_its_install_line() -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_BACKENDS], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    listed, info = out.split("@@")
+    rows = json.loads(listed)
+    rows = rows["optimizers"] if isinstance(rows, dict) else rows
+    assert len(rows) == 37 and not any(row["installed"] for row in rows)
+    backend = json.loads(info)["backend"]
+    assert backend["installed"] is False
+    assert backend["install"] == 'pip install "optimhub[pytorch_optimizer]"'
