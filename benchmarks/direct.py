@@ -84,11 +84,13 @@ def matrices_only(model: nn.Module) -> nn.Module:
 
 def hub_kwargs(name: str, rank: int) -> dict[str, Any]:
     """What the hub is given: lr, and for low-rank names the targets and the rank."""
-    kwargs: dict[str, Any] = {"lr": LR, **EXTRA.get(name, {})}
     spec = optimhub.get_spec(name)
+    lr = {"lr": LR} if spec.has_hyperparameter("lr") else {}  # AliG, A2Grad: their own step
+    kwargs: dict[str, Any] = {**lr, **EXTRA.get(name, {})}
     if spec.has("target_modules"):
         kwargs["optim_target_modules"] = TARGET_MODULES
-    if "rank" in spec.args:  # a routed preset's low-rank route targets its own matrices
+    if "rank" in spec.args and "optim_args" not in kwargs:  # Alice: its own rank in EXTRA
+        # a routed preset's low-rank route targets its own matrices
         kwargs["optim_args"] = f"rank={FIXED_RANK.get(name, rank)}"
     return kwargs
 
