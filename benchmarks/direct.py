@@ -15,6 +15,7 @@ The rank is passed as given, so callers keep it at or below every target's small
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -63,13 +64,33 @@ def batches(vocab: int, steps: int = STEPS, batch: int = 2, length: int = 9
             for s in range(steps)]
 
 
+#: What a name needs beyond lr on the reference models (the same is given to the hand build).
+EXTRA: dict[str, dict[str, Any]] = {
+    "adam_mini": {"optim_args": "hidden_size=64,num_attention_heads=4"},
+    "pto_adammini": {"optim_args": "hidden_size=64,num_attention_heads=4"},
+    "pto_ranger21": {"max_steps": 10},
+    "pto_alice": {"optim_args": "rank=8,leading_basis=4"},
+    "pto_adashift": {"optim_args": "keep_num=2"},  # its queue full after the 2 steps
+    "heavyball_psgdlra": {"optim_args": "precond_init_scale=0.1"},
+}
+
+
+def matrices_only(model: nn.Module) -> nn.Module:
+    """The model with only its 2-D weights trainable: what a matrix_only name is given."""
+    for param in model.parameters():
+        param.requires_grad_(param.dim() == 2)
+    return model
+
+
 def hub_kwargs(name: str, rank: int) -> dict[str, Any]:
     """What the hub is given: lr, and for low-rank names the targets and the rank."""
-    kwargs: dict[str, Any] = {"lr": LR}
     spec = optimhub.get_spec(name)
+    lr = {"lr": LR} if spec.has_hyperparameter("lr") else {}  # AliG, A2Grad: their own step
+    kwargs: dict[str, Any] = {**lr, **EXTRA.get(name, {})}
     if spec.has("target_modules"):
         kwargs["optim_target_modules"] = TARGET_MODULES
-    if "rank" in spec.args:  # a routed preset's low-rank route targets its own matrices
+    if "rank" in spec.args and "optim_args" not in kwargs:  # Alice: its own rank in EXTRA
+        # a routed preset's low-rank route targets its own matrices
         kwargs["optim_args"] = f"rank={FIXED_RANK.get(name, rank)}"
     return kwargs
 
@@ -89,8 +110,18 @@ def measure_hub(name: str, model: nn.Module, data: list[torch.Tensor], rank: int
     """Bytes of state after ``len(data)`` steps of the optimizer the hub builds (driven by
     ``optimhub.drive``, so schedule-free, fused-backward and layerwise names step right)."""
     optimizer = optimhub.create_optimizer(hub_name(name), model, **hub_kwargs(name, rank))
-    driver = optimhub.drive(optimizer, model=model)
+    closure = None
+    if optimhub.get_spec(name).has("closure_required"):
+        def closure() -> torch.Tensor:
+            with torch.enable_grad():
+                optimizer.zero_grad(set_to_none=True)
+                value = loss(model, current[0])
+                value.backward()
+            return value
+    current = [data[0]]
+    driver = optimhub.drive(optimizer, model=model, closure=closure)
     for batch in data:
+        current[0] = batch
         driver.backward(loss(model, batch))
         driver.step()
     measured = state_bytes(optimizer)
@@ -104,7 +135,14 @@ def measure_direct(name: str, model: nn.Module, data: list[torch.Tensor], rank: 
     """The same, for the backend class constructed by hand (:func:`build_direct`)."""
     with build_direct(name, model, rank) as run:
         for batch in data:
-            run.train_step(loss(model, batch))
+            def closure(batch: torch.Tensor = batch) -> torch.Tensor:
+                with torch.enable_grad():
+                    run.optimizers[0].zero_grad(set_to_none=True)
+                    value = loss(model, batch)
+                    value.backward()
+                return value
+
+            run.train_step(loss(model, batch), closure)
         return run.state_bytes()
 
 
@@ -172,15 +210,20 @@ class DirectRun:
     """One hand-built optimizer (or one per parameter, for layerwise) and how to step it."""
 
     optimizers: list[Any]
-    kind: str = "plain"  # plain | schedule_free | fused | layerwise
+    kind: str = "plain"  # plain | schedule_free | fused | layerwise | closure | create_graph
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
-    def train_step(self, loss: torch.Tensor) -> None:
+    def train_step(self, loss: torch.Tensor,
+                   closure: Callable[[], torch.Tensor] | None = None) -> None:
         optimizer = self.optimizers[0]
         if self.kind == "fused":
             optimizer.fused_backward(loss, LR)
             return
-        loss.backward()
+        loss.backward(create_graph=self.kind == "create_graph")
+        if self.kind == "closure":
+            optimizer.step(closure)
+            optimizer.zero_grad(set_to_none=True)
+            return
         if self.kind == "layerwise":
             return  # stepped in the hooks
         for each in self.optimizers:  # several for the routed names: one per route
@@ -406,6 +449,93 @@ DIRECT: dict[str, Callable[[nn.Module, int], DirectRun]] = {
     "adamweightdecay": _plain(lambda g: _imported("optimhub.plugins.mindformers",
                                                   "AdamWeightDecay")(g, **_ADAM)),
 }
+
+
+def _library_direct() -> dict[str, Callable[[nn.Module, int], DirectRun]]:
+    """The catalogs' library classes by hand: ``Class(hf_groups(model), lr=LR, ...)`` with
+    the library's defaults, and the constructor shapes their documentation gives (the
+    model first, a base optimizer class, Muon groups, low-rank group keys)."""
+    import importlib.util
+
+    direct: dict[str, Callable[[nn.Module, int], DirectRun]] = {}
+    if importlib.util.find_spec("pytorch_optimizer"):
+        for spec in optimhub.list_optimizers(backend="pytorch_optimizer"):
+            direct[spec.name] = _pto(spec)
+    if importlib.util.find_spec("heavyball"):
+        for spec in optimhub.list_optimizers(backend="heavyball"):
+            direct[spec.name] = _heavyball(spec.bare_name)
+    return direct
+
+
+def _pto(spec: Any) -> Callable[[nn.Module, int], DirectRun]:
+    key = spec.bare_name
+    kind = ("closure" if spec.has("closure_required") else "create_graph"
+            if spec.has("create_graph") else "fused" if spec.has("fused_backward")
+            else "schedule_free" if spec.has("schedule_free") else "plain")
+
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        import pytorch_optimizer
+        from pytorch_optimizer.optimizer import OPTIMIZERS
+
+        cls = {**OPTIMIZERS, "sam": pytorch_optimizer.SAM, "wsam": pytorch_optimizer.WSAM,
+               "friendlysam": pytorch_optimizer.FriendlySAM,
+               "looksam": pytorch_optimizer.LookSAM}[key]
+        if key in ("lomo", "adalomo"):
+            return DirectRun([cls(model, lr=LR)], kind)
+        if key == "adammini":
+            return DirectRun([cls(model, lr=LR, num_embeds=64, num_heads=4)], kind)
+        low_rank = {"rank": rank, "update_proj_gap": 200, "scale": 0.25,
+                    "projection_type": "std"} if spec.has("low_rank") else None
+        groups = hf_groups(model, low_rank)
+        if spec.has("matrix_only"):
+            groups = [{**g, "use_muon": True} for g in groups]
+        extra: dict[str, Any] = {"ranger21": {"num_iterations": 10},
+                                 "alice": {"rank": 8, "leading_basis": 4},
+                                 "adashift": {"keep_num": 2}}.get(key, {})
+        if key in ("sam", "friendlysam", "looksam"):
+            optimizer = cls(groups, base_optimizer=torch.optim.SGD, lr=LR)
+        elif key == "wsam":
+            optimizer = cls(model, groups, base_optimizer=torch.optim.SGD, lr=LR)
+        elif key in ("scion", "scionlight"):
+            optimizer = cls(groups, lr=LR, norm_type=1)
+        else:
+            optimizer = cls(groups, lr=LR, **extra)
+        if kind == "schedule_free":
+            optimizer.train()
+        return DirectRun([optimizer], kind)
+
+    return build
+
+
+def _heavyball(bare_name: str) -> Callable[[nn.Module, int], DirectRun]:
+    def build(model: nn.Module, rank: int) -> DirectRun:
+        import heavyball
+        import heavyball.utils
+
+        heavyball.utils.compile_mode = None  # eager on the CPU, as the plugin runs it
+        cls = next(getattr(heavyball, n) for n in heavyball.__all__ if n.lower() == bare_name)
+        extra: dict[str, Any] = {}
+        if bare_name == "psgdlra":  # heavyball's default rank fails on param groups
+            count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            extra = {"precond_init_scale": 0.1, "rank": max(1, round(math.log2(count)))}
+        optimizer = cls(hf_groups(model), lr=LR, **extra)
+        if hasattr(optimizer, "train") and bare_name in ("sfadamw", "msamlaprop"):
+            optimizer.train()
+            return DirectRun([optimizer], "schedule_free")
+        return DirectRun([optimizer])
+
+    return build
+
+
+DIRECT.update({
+    "adam_mini": lambda model, rank: DirectRun([_imported("adam_mini", "Adam_mini")(
+        [(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=LR, betas=BETAS,
+        eps=EPS, weight_decay=0.0, dim=64, n_heads=4, verbose=False)]),
+    "came": _plain(lambda g: _imported("came_pytorch", "CAME")(g, lr=LR)),
+    "prodigy": _plain(lambda g: _imported("prodigyopt", "Prodigy")(g, lr=LR, betas=BETAS,
+                                                                   eps=EPS)),
+    **_library_direct(),
+})
 
 
 def runnable_names() -> Iterator[str]:

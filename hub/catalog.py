@@ -13,12 +13,15 @@ Layout of the file::
     distribution = "..."          # what pip installs
     import_name = "..."           # what Python imports (checked before building)
     extra = "..."                 # pip install "optimhub[<extra>]"; omit when none is needed
+    namespace = "..."             # optional: every name of this backend is "<namespace>_..."
     [optimizers.<name>]
     backend = "<backend>"
     summary = "..."               # plus optional fields, see _OPTIMIZER_FIELDS
     [optimizers.<name>.args.<key>]  # or an inline table: one typed optim_args option
     type = "float"
-    doc = "..."
+    doc = "..."                   # plus default, bounds, choices...; example: a value the
+                                  # `optimhub info` snippets write for an option the backend
+                                  # needs and has no default for
     [option_sets.<set>.<key>]     # options shared by several entries: option_sets = ["<set>"]
 
 Each fact is stated once. An entry with ``base = "<name>"`` (a layerwise mode, a preset, a
@@ -36,7 +39,7 @@ import dataclasses
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -59,7 +62,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-__all__ = ["check_spec", "load_catalog", "parse_catalog", "spec_from_mapping"]
+__all__ = [
+    "check_spec",
+    "load_catalog",
+    "parse_catalog",
+    "reserved_namespace",
+    "spec_from_mapping",
+]
 
 SCHEMA_VERSION = 1
 _OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -73,6 +82,7 @@ _BACKEND_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "extra": ((str,), False),
     "min_version": ((str,), False),
     "install_hint": ((str,), False),
+    "namespace": ((str,), False),
 }
 _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "summary": ((str,), True),
@@ -94,6 +104,7 @@ _OPTIMIZER_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "without_cuda": ((dict,), False),
     "constructor_weight_decay": ((bool,), False),
     "routes": ((list,), False),
+    "namespace": ((str,), False),
 }
 _ROUTE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": ((str,), True),
@@ -114,9 +125,11 @@ _ARG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "target_group": ((bool,), False),
     "backend_key": ((str,), False),
     "route": ((str,), False),
+    "example": ((object,), False),
 }
 # Fields an optimizer entry inherits from its [backends.X] table.
-_INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint")
+_INHERITED = ("plugin", "distribution", "import_name", "extra", "min_version", "install_hint",
+              "namespace")
 # Fields a derived entry does not inherit from its base: what makes it another name.
 _NOT_FROM_BASE = ("summary", "aliases", "base")
 # Fields merged key by key over the base's rather than replaced.
@@ -212,6 +225,7 @@ def spec_from_mapping(
             without_cuda=dict(entry.get("without_cuda", {})),
             constructor_weight_decay=entry.get("constructor_weight_decay", False),
             routes=_routes(entry.get("routes", []), where=where),
+            namespace=_namespace(name, entry.get("namespace"), where=where),
         )
     except ValueError as exc:
         if isinstance(exc, CatalogError):
@@ -308,7 +322,7 @@ def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> Ar
         raise CatalogError(
             f"{where}: unknown type {value['type']!r}; use one of {', '.join(ARG_TYPES)}"
         )
-    fields = {k: v for k, v in value.items() if k != "default"}
+    fields = {k: v for k, v in value.items() if k not in ("default", "example")}
     if "choices" in fields:
         fields["choices"] = tuple(fields["choices"])
     try:
@@ -316,10 +330,9 @@ def _arg_from_mapping(optimizer: str, key: str, value: Any, *, where: str) -> Ar
     except (TypeError, ValueError) as exc:
         raise CatalogError(f"{where}: {exc}") from exc
     _check_arg_consistency(optimizer, arg, where=where)
-    if "default" not in value:
-        return arg
-    return ArgSpec(**{**arg.__dict__, "default": _typed_default(optimizer, arg, value["default"],
-                                                               where=where)})
+    typed = {field: _typed_default(optimizer, arg, value[field], where=f"{where}.{field}")
+             for field in ("default", "example") if field in value}
+    return ArgSpec(**{**arg.__dict__, **typed}) if typed else arg
 
 
 def _option_name(key: Any, *, where: str) -> str:
@@ -449,7 +462,41 @@ def _identifier(name: Any, *, where: str) -> str:
     return name
 
 
+def _namespace(name: str, namespace: str | None, *, where: str) -> str | None:
+    """A namespace is a plain identifier, and the name must carry it as its prefix."""
+    if namespace is None:
+        return None
+    if not _OPTION_NAME.fullmatch(namespace) or namespace.endswith("_"):
+        raise CatalogError(
+            f"{where}: namespace {namespace!r} is not valid (letters, digits and '_', not "
+            "ending in '_')"
+        )
+    if not name.startswith(f"{namespace}_"):
+        raise CatalogError(
+            f"{where}: {name!r} belongs to namespace {namespace!r}, so its name must start "
+            f"with {namespace + '_'!r}"
+        )
+    return namespace
+
+
+def reserved_namespace(name: str, namespaces: Iterable[str]) -> str | None:
+    """The namespace whose prefix ``name`` carries (``pto_x`` -> ``pto``), or None: a name
+    in a namespace belongs to that namespace's backend alone."""
+    for namespace in namespaces:
+        if name.startswith(f"{namespace}_"):
+            return namespace
+    return None
+
+
 def _check_cross_references(specs: Mapping[str, OptimizerSpec], *, origin: str) -> None:
+    namespaces = {s.namespace for s in specs.values() if s.namespace}
+    for spec in specs.values():
+        claimed = reserved_namespace(spec.name, namespaces)
+        if claimed is not None and spec.namespace != claimed:
+            raise CatalogError(
+                f"{origin}: [optimizers.{spec.name}] starts with {claimed + '_'!r}, the "
+                f"namespace of another backend; rename it"
+            )
     seen: dict[str, str] = {}
     for spec in specs.values():
         if spec.base is not None and spec.base not in specs:

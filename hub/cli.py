@@ -98,6 +98,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = add("list", help="list optimizer names (no backend imported)")
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'adamw*'")
+    listing.add_argument("--pattern", dest="pattern_option", metavar="P",
+                         help="the same pattern as an option, e.g. --pattern 'pto_ada*'")
+    listing.add_argument("--backend", metavar="B",
+                         help="only names of this backend (plugin, pip name or namespace)")
     listing.add_argument("--capability", action="append", metavar="C",
                          help="only names with this capability (repeatable)")
     listing.add_argument("--available", action="store_true", help="only names usable here")
@@ -192,8 +196,10 @@ def _list(args: argparse.Namespace) -> int:
     from . import listing
     from .backends import is_installed
 
-    specs = listing.list_optimizers(args.pattern, capability=args.capability,
-                                    available=True if args.available else None)
+    specs = listing.list_optimizers(
+        args.pattern_option or args.pattern, capability=args.capability,
+        available=True if args.available else None, backend=args.backend,
+    )
     rows = [
         {
             "name": s.name,

@@ -58,9 +58,12 @@ class OptimHubWarning(UserWarning):
 class UnknownOptimizerError(OptimHubError, ValueError):
     """An optimizer name that no loaded plugin provides."""
 
-    def __init__(self, name: str, known: Iterable[str], note: str = "") -> None:
+    def __init__(self, name: str, known: Iterable[str], note: str = "", *,
+                 suggestions: list[str] | None = None) -> None:
         self.name = name
-        self.suggestions = closest(name, known) if len(name) <= 200 else []
+        if suggestions is None:
+            suggestions = closest(name, known) if len(name) <= 200 else []
+        self.suggestions = suggestions if len(name) <= 200 else []
         hint = f" Did you mean {_quoted(self.suggestions)}?" if self.suggestions else ""
         super().__init__(
             f"Unknown optimizer {shorten(repr(name))}.{hint} Run `optimhub list` to see every name "

@@ -22,6 +22,8 @@ it, and a test walks every built-in plugin's imports to keep it so. What is here
 
 from __future__ import annotations
 
+from typing import Any
+
 from .arguments import OptimizerArguments
 from .build import Builder, BuildRequest, class_builder
 from .errors import (
@@ -101,6 +103,17 @@ __all__ = [
     "low_rank_groups",
     "low_rank_members",
     "projection_side",
+    "state_bytes",
     "svd_projector_bytes",
     "version_tuple",
 ]
+
+
+def state_bytes(optimizer: Any) -> int:
+    """The bytes of state ``optimizer`` holds, measured as the conformance suite, the
+    benchmarks and the estimate tests measure it (:func:`optimhub.testing.state_bytes`:
+    objects in the state walked, each storage counted whole, 0-d tensors left out). For an
+    estimator that probes a real optimizer. Imports torch when called."""
+    from .state_size import state_bytes as measure
+
+    return measure(optimizer)

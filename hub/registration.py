@@ -9,12 +9,13 @@ claiming one name are both known by name when the clash is reported.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .build import Builder
-from .catalog import check_spec, spec_from_mapping
+from .catalog import check_spec, reserved_namespace, spec_from_mapping
 from .errors import (
     CatalogError,
     OptimArgsTypeError,
@@ -84,7 +85,42 @@ class Registry:
 
     # ---- lookup -------------------------------------------------------------------------
     def canonical(self, name: str) -> str:
-        return self.aliases.get(name, name)
+        """The registered name for a name or alias: exact first, then ignoring case where
+        that is unambiguous (``AdamW`` finds ``adamw``); otherwise ``name`` unchanged."""
+        if name in self.entries or name in self.unusable:
+            return name
+        if name in self.aliases:
+            return self.aliases[name]
+        matches = self._case_matches(name)
+        return matches[0] if len(matches) == 1 else name
+
+    def _case_matches(self, name: str) -> list[str]:
+        """Registered names whose name or an alias equals ``name`` ignoring case."""
+        folded = name.casefold()
+        found = {n for n in (*self.entries, *self.unusable) if n.casefold() == folded}
+        found |= {target for alias, target in self.aliases.items() if alias.casefold() == folded}
+        return sorted(found)
+
+    @property
+    def namespaces(self) -> set[str]:
+        """The name prefixes the built-in catalog reserves (``pto`` for ``pto_*``)."""
+        return {s.namespace for s in self.catalog.values() if s.namespace}
+
+    def suggestions(self, name: str, n: int = 4) -> list[str]:
+        """What an unknown ``name`` most likely meant, across every namespace and ignoring
+        case: a name whose namespace-less form is ``name`` first (``adan`` -> ``pto_adan``),
+        then names that start with it, then close spellings."""
+        word = name.casefold()
+        scored: dict[str, float] = {}
+        for entry in self.entries.values():
+            spec = entry.spec
+            for candidate, shown in ((spec.name, spec.name), (spec.bare_name, spec.name),
+                                     *((a, a) for a in spec.aliases)):
+                score = _likeness(word, candidate.casefold())
+                if score > scored.get(shown, 0.0):
+                    scored[shown] = score
+        ranked = sorted(scored, key=lambda s: (-scored[s], len(s), s))
+        return [s for s in ranked if scored[s] >= _CUTOFF][:n]
 
     def get(self, name: str) -> RegisteredOptimizer:
         """The registered optimizer for a name or alias, or a precise error."""
@@ -93,6 +129,11 @@ class Registry:
                 f"an optimizer name is a str such as 'adamw_torch', got "
                 f"{type(name).__name__} {shorten(repr(name))}; see `optimhub list`"
             )
+        matches = [] if name in self.entries or name in self.aliases else self._case_matches(name)
+        if len(matches) > 1:
+            raise UnknownOptimizerError(
+                name, [], f" Ignoring case, it matches {', '.join(map(repr, matches))}: "
+                "give the exact spelling.", suggestions=matches)
         key = self.canonical(name)
         if key in self.unusable:
             failure = self.unusable[key]
@@ -101,7 +142,8 @@ class Registry:
                 f"{_REMEDY.get(failure.stage, _REMEDY['import'])}"
             ) from failure.error
         if key not in self.entries:
-            raise UnknownOptimizerError(name, [*self.names(), *self.aliases], self._load_note())
+            raise UnknownOptimizerError(name, [], self._load_note(),
+                                        suggestions=self.suggestions(name))
         return self.entries[key]
 
     def _load_note(self) -> str:
@@ -160,6 +202,21 @@ class Registry:
             self.unusable[name] = failure
 
 
+#: How alike two names must be (0..1) to be suggested: difflib's usual cutoff.
+_CUTOFF = 0.6
+
+
+def _likeness(word: str, candidate: str) -> float:
+    """3 for the same name, 2+ for a name that starts with the word (what was typed is a
+    prefix), else difflib's similarity ratio."""
+    if word == candidate:
+        return 3.0
+    ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
+    if len(word) >= 3 and candidate.startswith(word):
+        return 2.0 + ratio
+    return ratio
+
+
 _REMEDY = {
     "import": "Fix or reinstall that plugin's distribution, or block it with "
     "OPTIMHUB_BLOCK_PLUGINS; `optimhub plugins` shows the full error.",
@@ -213,6 +270,13 @@ class Register:
                 f"{self.plugin.describe()}: {spec.name!r} is a built-in catalog name; "
                 "choose another name"
             )
+        namespace = reserved_namespace(spec.name, self._registry.namespaces)
+        if namespace is not None:
+            raise CatalogError(
+                f"{self.plugin.describe()}: {spec.name!r} is in the namespace {namespace!r}, "
+                f"which the built-in catalog reserves for one backend (names "
+                f"{namespace + '_*'!r}); choose a name without that prefix"
+            )
         check_spec(spec, where=f"{self.plugin.describe()}: {spec.name!r}")
         spec = dataclasses.replace(spec, plugin=self.plugin.name)
         self._stage(spec, builder, estimator)
@@ -234,6 +298,12 @@ class Register:
                 f"assigns it to plugin {spec.plugin!r}"
             )
         self._stage(spec, builder, estimator)
+
+    def catalog_names(self) -> list[str]:
+        """The built-in catalog's names assigned to this plugin, for a plugin whose names
+        are generated data (a library of a hundred optimizers behind one builder)."""
+        return sorted(n for n, s in self._registry.catalog.items()
+                      if s.plugin == self.plugin.name)
 
     def _stage(
         self, spec: OptimizerSpec, builder: Builder, estimator: Estimator | None = None

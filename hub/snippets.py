@@ -13,7 +13,7 @@ and ``data``) in scope, as a reader's script has them.
 from __future__ import annotations
 
 from .optim_args import format_optim_args
-from .spec import Capability, OptimizerSpec
+from .spec import UNSET, Capability, OptimizerSpec
 from .trainer_settings import required_settings, stock_trainer_problem, trainer_problem
 
 __all__ = ["EXAMPLE_TARGET_MODULES", "python_snippet", "stock_trainer_snippet",
@@ -27,7 +27,8 @@ _WIDTH = 88
 def python_snippet(spec: OptimizerSpec) -> str:
     """``optimhub.create_optimizer`` with what the spec needs, and ``optimhub.drive`` when
     the loop must do something special."""
-    items = [_name(spec), "model", "lr=1e-3", *_option_items(spec)]
+    lr = ["lr=1e-3"] if spec.has_hyperparameter("lr") else []  # AliG: its own step size
+    items = [_name(spec), "model", *lr, *_option_items(spec)]
     lines = ["import optimhub", _call("optimizer = optimhub.create_optimizer", items)]
     special = (spec.has(Capability.FUSED_BACKWARD) or spec.has(Capability.SCHEDULE_FREE)
                or spec.runs_layerwise())
@@ -68,9 +69,11 @@ def stock_trainer_snippet(spec: OptimizerSpec) -> str | None:
 
 def _name(spec: OptimizerSpec) -> str:
     """The name to write, quoted: a ``matrix_only`` optimizer (the Muon family) is written in
-    its routed form, matrices to it and the rest to AdamW, as it must run on a whole model."""
+    its routed form, matrices to it (with the example option, which belongs to the route)
+    and the rest to AdamW, as it must run on a whole model."""
     if spec.has(Capability.MATRIX_ONLY):
-        return f'"matrix, conv -> {spec.name}; * -> adamw_torch"'
+        option = _example_option(spec)
+        return f'"matrix, conv -> {spec.name}{f"({option})" if option else ""}; * -> adamw_torch"'
     return f'"{spec.name}"'
 
 
@@ -80,13 +83,24 @@ def _training_arguments(spec: OptimizerSpec) -> list[str]:
     return items + _option_items(spec)
 
 
-def _option_items(spec: OptimizerSpec) -> list[str]:
-    items = []
+def _example_option(spec: OptimizerSpec) -> str | None:
+    """optim_args text: an option the catalog gives an ``example`` for (one the backend
+    needs, without a default), else the first option at its default (None: neither)."""
+    needed = [a for a in spec.args.values() if a.example is not UNSET]
+    if needed:
+        return format_optim_args({needed[0].name: needed[0].example})
     if spec.args:
         first = next(iter(spec.args.values()))
         if first.has_default:
-            text = format_optim_args({first.name: first.default})
-            items.append(f"optim_args={_literal(text)}")
+            return format_optim_args({first.name: first.default})
+    return None
+
+
+def _option_items(spec: OptimizerSpec) -> list[str]:
+    items = []
+    option = _example_option(spec)
+    if option is not None and not spec.has(Capability.MATRIX_ONLY):  # routed: in its route
+        items.append(f"optim_args={_literal(option)}")
     if spec.has(Capability.TARGET_MODULES):
         items.append(f"optim_target_modules={EXAMPLE_TARGET_MODULES}")
     return items

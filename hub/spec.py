@@ -71,6 +71,7 @@ class Capability(str, enum.Enum):
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
     STATIC_WEIGHT_DECAY = "static_weight_decay"
+    CREATE_GRAPH = "create_graph"
 
     @property
     def explanation(self) -> str:
@@ -105,6 +106,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.MATRIX_ONLY: (
         "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "
         "fallback optimizer, which a routed optimizer provides"
+    ),
+    Capability.CREATE_GRAPH: (
+        "second-order: every backward must keep the graph (loss.backward(create_graph=True)) "
+        "so step() can take Hessian-vector products"
     ),
     Capability.SINGLE_GROUP: (
         "one learning rate and one weight decay for every parameter (it takes the model, "
@@ -156,6 +161,9 @@ class ArgSpec:
     target_group: bool = False
     backend_key: str | None = None
     route: str | None = None
+    #: A value the snippets of ``optimhub info`` write for an option the backend needs and
+    #: has no default for (Ranger21's num_iterations, the run length).
+    example: Any = UNSET
 
     def __post_init__(self) -> None:
         if self.type not in ARG_TYPES:
@@ -269,13 +277,15 @@ class OptimizerSpec:
     its plugin's builder and estimator unless the plugin registers its own.
     ``without_cuda`` are constructor keywords that replace ``fixed`` ones where CUDA is
     absent (paging off). ``constructor_weight_decay``: the backend takes weight decay as
-    one constructor argument, not per param group; such a backend cannot see a scheduled
-    change of a group's weight decay, so the spec must also declare
-    ``static_weight_decay`` (checked here: the two facts cannot contradict each other).
+    one constructor argument, not per param group (whether it then honours a scheduled
+    change of a group's weight decay is a separate, measured fact: ``static_weight_decay``
+    where it does not, as LOMO; Adam-mini copies it into groups it reads at every step).
     ``routes``: a routed entry (a preset such as ``muon``) is built by the hub's router
     from these routes, each stepped by its own catalog optimizer; its options go to the
     route their ``route`` field names, or, without one, to the route whose optimizer is
-    ``base``.
+    ``base``. ``namespace``: the prefix a backend reserves for its names (``pto`` ->
+    ``pto_adan``), so a catalog that fronts a library of a hundred optimizers cannot
+    collide with Hugging Face's names or another plugin's.
     """
 
     name: str
@@ -297,6 +307,7 @@ class OptimizerSpec:
     without_cuda: Mapping[str, Any] = field(default_factory=dict)
     constructor_weight_decay: bool = False
     routes: tuple[RouteTemplate, ...] = ()
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -307,12 +318,6 @@ class OptimizerSpec:
         object.__setattr__(self, "fixed", _frozen_mapping(self.fixed))
         object.__setattr__(self, "without_cuda", _frozen_mapping(self.without_cuda))
         object.__setattr__(self, "routes", tuple(self.routes))
-        if self.constructor_weight_decay and not self.has(Capability.STATIC_WEIGHT_DECAY):
-            raise ValueError(
-                "constructor_weight_decay = true: the backend takes weight decay once, as a "
-                "constructor argument, so a change of a param group's weight_decay is never "
-                f"seen; add the capability {Capability.STATIC_WEIGHT_DECAY.value!r}"
-            )
 
     def __copy__(self) -> OptimizerSpec:
         return self  # frozen: a copy (of an optimizer that refers to it) shares it
@@ -337,6 +342,13 @@ class OptimizerSpec:
         """Whether parameters change inside backward (fused backward or layerwise), so
         gradients cannot accumulate or be clipped between backward and step."""
         return self.has(Capability.FUSED_BACKWARD) or self.runs_layerwise(layerwise)
+
+    @property
+    def bare_name(self) -> str:
+        """The name without its namespace prefix (``pto_adan`` -> ``adan``): what a user who
+        knows the library, not the hub, types."""
+        prefix = f"{self.namespace}_" if self.namespace else ""
+        return self.name[len(prefix):] if prefix and self.name.startswith(prefix) else self.name
 
     @property
     def install_command(self) -> str:

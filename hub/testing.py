@@ -27,7 +27,9 @@ The checks, each named in the report and in a failure's message:
   relaxes this only for backends documented as non-deterministic);
 - one check per capability the spec claims (``schedule_free``, ``fused_backward``,
   ``layerwise``, ``layerwise_capable``, ``low_bit_state``, ``low_rank``, ``needs_model``,
-  ``target_modules``): the claim is true of the object the hub builds (``low_bit_state``
+  ``target_modules``, ``matrix_only``): the claim is true of the object the hub builds
+  (a ``matrix_only`` spec built by its plain name must refuse a model with vectors;
+  ``create_graph`` and ``closure_required`` are honoured by the driver) (``low_bit_state``
   and ``layerwise`` both ways: what is not claimed must not be there either);
 - ``weight_decay_changes``: for specs that take weight decay, the trained run replayed
   with every param group's ``weight_decay`` raised before its last two steps ends
@@ -335,7 +337,10 @@ class _Config:
         return conformance_model().to(self.device)
 
     def kwargs(self, *, targets: bool = True, **extra: Any) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"lr": self.lr, **self.overrides, **extra}
+        # An optimizer that takes no learning rate (AliG: its step is computed from the
+        # loss) refuses an explicit one.
+        lr = {"lr": self.lr} if self.spec.has_hyperparameter("lr") else {}
+        kwargs: dict[str, Any] = {**lr, **self.overrides, **extra}
         if self.optim_args:
             kwargs["optim_args"] = dict(self.optim_args)
         if targets and self.optim_target_modules is not None:
@@ -567,6 +572,7 @@ class _Checks:
             (self.weight_decay_changes, True, self.spec.has_hyperparameter("weight_decay")),
             (self.declared_memory, True, self._memory_is_size_independent()),
             (self.needs_model, False, has(Capability.NEEDS_MODEL)),
+            (self.matrix_only, False, has(Capability.MATRIX_ONLY)),
             (self.target_modules, False, has(Capability.TARGET_MODULES)),
             (self.missing_backend, False, True),
         ]
@@ -786,9 +792,12 @@ class _Checks:
     def _memory_is_size_independent(self) -> bool:
         """A declared bytes/param is checkable on the tiny model only where it does not
         depend on tensor sizes: low-bit state starts at 4096 elements, low-rank state
-        scales with the rank and the targets."""
+        scales with the rank and the targets. A ``matrix_only`` spec runs in its routed form,
+        whose state includes the fallback's (AdamW's) for the other parameters: its constant
+        is checked by the estimate tests instead, route by route."""
         return self.spec.state_bytes_per_param is not None and not (
-            self.spec.has(Capability.LOW_BIT_STATE) or self.spec.has(Capability.LOW_RANK))
+            self.spec.has(Capability.LOW_BIT_STATE) or self.spec.has(Capability.LOW_RANK)
+            or self.spec.has(Capability.MATRIX_ONLY))
 
     def declared_memory(self) -> str:
         measured = self.measured.get("state_bytes_per_param")
@@ -810,6 +819,16 @@ class _Checks:
             return f"bare parameters refused: {_first_line(exc)}"
         _close(optimizer)
         raise _CheckFailed("the spec needs the model, but bare parameters built "
+                           f"{type(optimizer).__name__} without CapabilityError")
+
+    def matrix_only(self) -> str:
+        model = conformance_model().to(self.config.device)  # every parameter trainable
+        try:
+            optimizer = create_optimizer(self.spec.name, model, **self.config.kwargs())
+        except CapabilityError as exc:
+            return f"non-matrix parameters refused: {_first_line(exc)[:120]}"
+        _close(optimizer)
+        raise _CheckFailed("the spec is matrix_only, but a model with biases and norms built "
                            f"{type(optimizer).__name__} without CapabilityError")
 
     def target_modules(self) -> str:

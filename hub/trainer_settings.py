@@ -73,6 +73,10 @@ def trainer_problem(spec: OptimizerSpec) -> str | None:
     if spec.has(Capability.CLOSURE_REQUIRED):
         return ("it needs step(closure), and the Trainer calls step() without one: drive it "
                 "with optimhub.drive(optimizer, closure=...) in your own loop")
+    if not spec.has_hyperparameter("lr"):
+        return ("it takes no learning rate (it computes its own step size), and every "
+                "Trainer builds a learning-rate scheduler over param_groups' lr: drive it "
+                "with optimhub.drive(optimizer) in your own loop")
     return None
 
 

@@ -21,7 +21,10 @@ What it does per capability:
   around evaluation and saving (forgetting it is silent otherwise);
 - fused backward (LOMO): ``grad_norm(loss)`` when the backend clips, then
   ``fused_backward(loss, lr)`` with the scheduler's current learning rate;
-- layerwise: the update happens inside ``loss.backward()``; ``step()`` only schedules.
+- layerwise: the update happens inside ``loss.backward()``; ``step()`` only schedules;
+- create_graph (second-order: AdaHessian, Sophia-H): ``loss.backward(create_graph=True)``,
+  so ``step()`` can take Hessian-vector products of the gradients; ``zero_grad`` frees
+  the graph kept with them.
 
 ``weight_decay_scheduler=`` (optimhub.create_weight_decay_scheduler) is stepped after every
 optimizer step, beside the lr scheduler, whatever drives that one (a metric-driven lr
@@ -88,6 +91,7 @@ class TrainingDriver:
         self.layerwise = isinstance(optimizer, LayerwiseOptimizer)
         self.fused = self._has(Capability.FUSED_BACKWARD)
         self.schedule_free = self._has(Capability.SCHEDULE_FREE)
+        self.create_graph = self._has(Capability.CREATE_GRAPH)
         self._micro_steps = 0
         self._training_mode = False
         self._check_contracts()
@@ -122,7 +126,8 @@ class TrainingDriver:
                 self.optimizer.grad_norm(loss)
             self.optimizer.fused_backward(loss, self.lr)
             return
-        (loss / self.accumulation if self.accumulation > 1 else loss).backward()
+        scaled = loss / self.accumulation if self.accumulation > 1 else loss
+        scaled.backward(create_graph=self.create_graph)
 
     def step(self) -> bool:
         """Finish one micro-step; returns True when the parameters were updated."""

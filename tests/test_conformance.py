@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from catalog_settings import SETTINGS
 from torch import nn
 
 import optimhub
@@ -30,18 +31,25 @@ import optimhub.testing as ot
 from optimhub.plugin_host import PluginHost, get_registry
 
 # ---------------------------------------------------------------------------- the catalog
-#: Per-name settings for check_optimizer, only where the algorithm needs them.
-SETTINGS: dict[str, dict[str, Any]] = {
-    # Plain gradient descent: at the suite's lr=1e-2 the loss moves by ~1% in 8 steps;
-    # 0.5 makes "the loss decreases" a real signal (4.3 -> 2.1).
-    "sgd": {"lr": 0.5},
-    "lomo": {"lr": 0.5},  # LOMO is fused SGD: same reason
-    # Schedule-free SGD's own default lr is 1.0 (its averaging needs a large step size).
-    "schedule_free_sgd": {"lr": 1.0},
-}
+
+#: Findings: names that fail a check here, each with what was measured. The test expects
+#: the failure (strict), so a fix upstream shows up as an unexpected pass.
+#: (heavyball's PSGD family resumed inexactly until plugins/_saved_dtypes.py: torch's load
+#: cast its float64 state to float32.)
+KNOWN_FAILURES: dict[str, str] = {}
 
 
-@pytest.mark.parametrize("name", ot.parametrize_catalog())
+def _catalog_params() -> list[Any]:
+    params = ot.parametrize_catalog()
+    for index, param in enumerate(params):
+        if param.id in KNOWN_FAILURES:
+            xfail = pytest.mark.xfail(strict=True, raises=ot.ConformanceError,
+                                      reason=KNOWN_FAILURES[param.id])
+            params[index] = pytest.param(*param.values, id=param.id, marks=[*param.marks, xfail])
+    return params
+
+
+@pytest.mark.parametrize("name", _catalog_params())
 def test_catalog_conformance(name: str) -> None:
     report = ot.assert_conformance(name, **SETTINGS.get(name, {}))
     if report is not None:
@@ -53,6 +61,7 @@ def test_settings_table_names_only_catalog_names() -> None:
     """A renamed or removed optimizer must not leave dead tuning behind."""
     known = {spec.name for spec in optimhub.list_optimizers()}
     assert set(SETTINGS) <= known
+    assert set(KNOWN_FAILURES) <= known
 
 
 def test_no_catalog_name_is_lost_to_a_plugin_failure() -> None:

@@ -49,11 +49,13 @@ RUN_PAGES = (
     "training-loops.md",
     "migrating-from-hf-trainer.md",
     "writing-plugins.md",
+    "namespaces.md",
 )
 
 #: What each page's examples import or build (``make test`` installs all of it): a page is
 #: skipped, with the reason, where one is missing.
 REQUIRES = {
+    "namespaces.md": ("pytorch_optimizer", "heavyball"),
     "quickstart.md": ("apollo_torch", "schedulefree"),
     "user-guide.md": ("apollo_torch", "galore_torch", "schedulefree", "lomo_optim",
                       "bitsandbytes", "torchao"),

@@ -28,6 +28,10 @@ HEAVY_MODULES = (
     "grokadamw",
     "optimi",
     "pytorch_optimizer",
+    "heavyball",
+    "adam_mini",
+    "came_pytorch",
+    "prodigyopt",
 )
 
 _PROBE = """
@@ -54,6 +58,16 @@ def _heavy_after(code: str) -> list[str]:
     [
         pytest.param("import optimhub", id="import"),
         pytest.param("import optimhub\noptimhub.list_optimizers()", id="list_optimizers"),
+        pytest.param("from optimhub.cli import main\nmain(['list'])", id="optimhub-list"),
+        pytest.param("from optimhub.cli import main\nmain(['list', '--backend', 'pto', "
+                     "'--pattern', '*adam*'])", id="optimhub-list-backend"),
+        pytest.param("from optimhub.cli import main\nmain(['info', 'heavyball_soap'])",
+                     id="optimhub-info"),
+        pytest.param("import optimhub\ntry:\n    optimhub.get_spec('AdamW')\n"
+                     "except optimhub.UnknownOptimizerError:\n    pass", id="unknown-name"),
+        pytest.param("import optimhub\noptimhub.estimate('pto_adan', "
+                     "'llama:hidden=64,layers=1,vocab=99,intermediate=128,heads=4')",
+                     id="estimate-dense"),
     ],
 )
 def test_no_backend_is_imported(code: str) -> None:

@@ -8,6 +8,7 @@ keywords and backends, with the differences listed below and each one deliberate
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,14 +82,22 @@ def test_resolved_specs_equal_the_v0_1_catalog_except_the_deliberate_changes():
 
 
 def test_derived_names_state_less_than_they_resolve_to():
-    """The point of inheritance: the file has far fewer option lines than the specs."""
+    """The point of inheritance: the file has far fewer option lines than the specs. Counted
+    over the hand-written entries: a generated section (between its ``# ---- <backend>``
+    and ``# ---- end <backend>`` markers, written by a tools/ script) states every option
+    of every class, and is kept equal to its script's output instead."""
     text = (Path(__file__).parent.parent / "registry.toml").read_text()
+    generated = set(re.findall(r"^# -{76} end (\w+)$", text, flags=re.M))
+    for backend in generated:
+        text = re.sub(rf"^# -{{76}} {backend}\n.*?^# -{{76}} end {backend}\n", "", text,
+                      flags=re.M | re.S)
     stated = sum(1 for line in text.splitlines() if line.split("=")[0].strip()
                  and "= {" in line and ("type =" in line or "default =" in line
                                         or "doc =" in line))
-    resolved = sum(len(spec.args) for spec in load_catalog().values())
+    resolved = sum(len(spec.args) for spec in load_catalog().values()
+                   if spec.plugin not in generated)
     # 0.1 stated all 135 of its options; inheritance states well under two thirds
-    assert resolved >= 135 and stated * 1.5 < resolved
+    assert generated and resolved >= 135 and stated * 1.5 < resolved
 
 
 HEADER = """

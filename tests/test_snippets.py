@@ -29,7 +29,7 @@ from optimhub.errors import BackendUnavailableError, MissingBackendError, OptimH
 from optimhub.listing import get_spec
 from optimhub.snippets import python_snippet, stock_trainer_snippet, trainer_snippet
 from optimhub.testing import readiness
-from optimhub.trainer_settings import stock_trainer_problem
+from optimhub.trainer_settings import stock_trainer_problem, trainer_problem
 
 VOCAB = 32
 
@@ -77,12 +77,14 @@ def test_every_snippet_builds_the_name_or_is_refused_with_the_reason(name, tmp_p
     monkeypatch.chdir(tmp_path)  # the snippets write output_dir="out"
     spec = get_spec(name)
     state = readiness(spec)
-    ran = 0
+    ran = written = 0
     for kind, make in SNIPPETS.items():
         code = make(spec)
-        if code is None:
-            assert kind == "stock trainer" and stock_trainer_problem(spec), name
+        if code is None:  # refused, with the reason `optimhub info` prints instead
+            problem = trainer_problem if kind == "trainer" else stock_trainer_problem
+            assert kind != "python" and problem(spec), (name, kind)
             continue
+        written += 1
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if state.action == "run":
@@ -100,7 +102,7 @@ def test_every_snippet_builds_the_name_or_is_refused_with_the_reason(name, tmp_p
         defaults = [str(w.message) for w in caught if issubclass(w.category, OptimHubWarning)
                     and "HF's default" in str(w.message)]
         assert defaults == [], (kind, defaults)
-    assert ran == 0 or ran >= 2
+    assert ran in (0, written)
 
 
 @pytest.mark.parametrize(

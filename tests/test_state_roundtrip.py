@@ -24,20 +24,27 @@ from typing import Any
 
 import pytest
 import torch
+from catalog_settings import SETTINGS
 
 import optimhub
 import optimhub.testing as ot
 from optimhub.layerwise import LayerwiseOptimizer
+from optimhub.optim_args import split_optim_args
 from optimhub.routing import matrix_only_routes
 
 #: Steps before the checkpoint and after it.
 STEPS = (2, 2)
-#: RAdamScheduleFree's rectification holds the weights still for its first 4 steps: resume
-#: in the middle of them, so that the step count must survive, and finish after them.
-STEPS_OF = {"schedule_free_radam": (3, 3)}
-#: Names whose algorithm needs another learning rate to move the tiny model at all
-#: (tests/test_conformance.py's reasons); the round trip itself does not depend on it.
-LR = {"sgd": 0.5, "lomo": 0.5, "schedule_free_sgd": 1.0}
+#: Names that hold the weights still for their first steps (RAdam's rectification: 4 steps;
+#: AdaShift: until its queue of keep_num gradients is full): resume in the middle of them,
+#: so that the step count must survive, and finish after them.
+STEPS_OF = {"schedule_free_radam": (3, 3), "pto_radam": (3, 3),
+            "pto_schedulefreeradam": (3, 3), "pto_adashift": (2, 3)}
+
+#: Names whose default momentum is 0: their state (a momentum buffer, SAM's perturbation)
+#: carries nothing from step to step, so the control run could not tell a lost state from
+#: a restored one. With momentum the state matters, and must survive.
+STATE_OPTIONS = {name: {"momentum": 0.9} for name in ("pto_alig", "pto_qhm", "pto_sgdp",
+                                                       "pto_wsam")}
 
 
 def _catalog() -> list[Any]:
@@ -54,14 +61,22 @@ def _catalog() -> list[Any]:
 
 
 def _settings(spec: optimhub.OptimizerSpec) -> dict[str, Any]:
-    """The conformance suite's small-problem settings: a rank for low-rank names, HF-style
-    attention/MLP targets where target modules are needed."""
-    settings: dict[str, Any] = {"lr": LR.get(spec.name, ot.DEFAULT_LR)}
+    """The conformance suite's small-problem settings: its learning rate (none for an
+    optimizer that takes none), a rank for low-rank names, HF-style attention/MLP targets
+    where target modules are needed, and the per-name settings of tests/test_conformance.py
+    (tests/catalog_settings.py)."""
+    settings: dict[str, Any] = {"lr": ot.DEFAULT_LR} if spec.has_hyperparameter("lr") else {}
     if "rank" in spec.args:
         settings["optim_args"] = {"rank": ot.DEFAULT_RANK}
     if spec.has(optimhub.Capability.TARGET_MODULES):
         settings["optim_target_modules"] = list(ot.DEFAULT_TARGET_MODULES)
-    return settings
+    if spec.name in STATE_OPTIONS:
+        settings["optim_args"] = {**settings.get("optim_args", {}), **STATE_OPTIONS[spec.name]}
+    extra = dict(SETTINGS.get(spec.name, {}))
+    if isinstance(extra.get("optim_args"), str):  # merged with the rank, not instead of it
+        given = split_optim_args(extra.pop("optim_args"), optimizer=spec.name)
+        settings["optim_args"] = {**settings.get("optim_args", {}), **given}
+    return {**settings, **extra}
 
 
 class _Run:

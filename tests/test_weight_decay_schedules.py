@@ -15,7 +15,6 @@ from torch import nn
 import optimhub
 from optimhub import (
     CapabilityError,
-    CatalogError,
     CheckpointError,
     OptimArgsError,
     OptimArgsTypeError,
@@ -174,13 +173,13 @@ def test_an_optimizer_that_reads_its_decay_once_is_refused():
     assert optimhub.get_spec("lomo").has("static_weight_decay")
 
 
-def test_a_spec_with_constructor_weight_decay_must_declare_static_weight_decay():
+def test_constructor_weight_decay_does_not_imply_static_weight_decay():
+    """Two facts, each measured: Adam-mini takes the decay once but reads its own groups'."""
     entry = {"plugin": "p", "distribution": "d", "import_name": "m", "summary": "s",
              "constructor_weight_decay": True}
-    with pytest.raises(CatalogError, match="add the capability 'static_weight_decay'"):
-        spec_from_mapping("fixed_decay", entry)
-    spec = spec_from_mapping("fixed_decay", {**entry, "capabilities": ["static_weight_decay"]})
-    assert spec.has("static_weight_decay")
+    assert not spec_from_mapping("copies_into_groups", entry).has("static_weight_decay")
+    spec = spec_from_mapping("reads_once", {**entry, "capabilities": ["static_weight_decay"]})
+    assert spec.has("static_weight_decay") and spec.constructor_weight_decay
 
 
 class NoDecay(torch.optim.Optimizer):

@@ -1,0 +1,115 @@
+"""Generate the heavyball section of registry.toml from the installed library.
+
+    .venv/bin/python tools/generate_heavyball_catalog.py          # rewrite the section
+    .venv/bin/python tools/generate_heavyball_catalog.py --check  # exit 1 if stale
+
+Every optimizer class heavyball exports (``heavyball.__all__``) becomes ``heavyball_<class
+name in lower case>``, typed by tools/catalog_generator.py (heavyball annotates few
+parameters: the rest are typed from their defaults; its ``use_default`` sentinel leaves an
+option unset, so heavyball's own default applies). The reviewed tables below are the only
+hand-written part; the measurements behind them were taken on the conformance suite's
+model with compilation off (see plugins/heavyball.py: on the CPU the hub runs heavyball
+eagerly).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from catalog_generator import Tables, main
+
+#: class -> why it is not an optimhub name.
+EXCLUDED: dict[str, str] = {
+    "SplitOpt": "delegates parameter groups to other optimizers given as specs (a router)",
+    "SAMWrapper": "wraps another optimizer instance (wrappers are out of scope)",
+}
+
+#: class -> capabilities, as measured (train()/eval() that switch the weights).
+CAPABILITIES: dict[str, list[str]] = {
+    "SFAdamW": ["schedule_free"],
+    "MSAMLaProp": ["schedule_free"],
+}
+
+#: class -> fp32 state bytes per parameter for the dense ones (k buffers, in heavyball's
+#: storage_dtype, float32 by default), or "probe" (preconditioners: measured per shape).
+STATE: dict[str, float | str] = {
+    "SGD": 4.0, "AdamW": 8.0, "NAdam": 8.0, "AdEMAMix": 12.0, "UnscaledAdamW": 8.0,
+    "SUDSAdamW": 12.0, "Scion": 4.0, "AdamC": 8.0, "RMSprop": 4.0, "HyperBallAdamW": 4.0,
+    "MuonAdamW": "probe", "SFAdamW": 8.0, "MSAMLaProp": 12.0, "ADOPT": 8.0, "Muon": 4.0,
+    "LaProp": 8.0, "MuonLaProp": 8.0, "SOAP": "probe", "KLSOAP": "probe",
+    "KLShampoo": "probe", "SOAPNAdam": "probe", "SOAPAdEMAMix": "probe", "SignLaProp": 8.0,
+    "SOLP": "probe", "HeavySOAP": "probe", "HeavyKLSOAP": "probe", "HeavyKLShampoo": "probe",
+    "HeavySOAPNAdam": "probe", "HeavySOAPAdEMAMix": "probe", "HeavySOLP": "probe",
+    "OrthoLaProp": 8.0, "LaPropOrtho": 8.0, "PSGDKron": "probe", "LATHER": "probe",
+    "PSGDPRO": "probe", "QSGD": "probe", "PSGDLRA": "probe",
+}
+
+_PSGD_INIT = {"precond_init_scale": {
+    "type": "float", "default": "none", "nullable": True, "exclusive_minimum": 0.0,
+    "doc": "Initial scale of the preconditioner (none: heavyball derives it from the first "
+           "gradient, which fails when that gradient is all zeros).",
+}}
+HAND_ARGS: dict[str, dict[str, dict[str, Any]]] = {
+    name: _PSGD_INIT for name in ("PSGDKron", "PSGDPRO", "QSGD", "LATHER")
+}
+HAND_ARGS["PSGDLRA"] = {**_PSGD_INIT, "rank": {
+    "type": "int", "default": "none", "nullable": True, "minimum": 1,
+    "doc": "Rank of the low-rank preconditioner (none: log2 of the parameter count, "
+           "heavyball's default, computed by the plugin).",
+}}
+
+DROPPED_ARGS: dict[str, dict[str, str]] = {
+    "*": {
+        "gradient_clipping": "a name or a callable (heavyball's default clipping applies)",
+        "update_clipping": "a name or a callable (heavyball's default clipping applies)",
+        "orig_shapes": "a shape map for parameters flattened by the caller",
+        "compile_step": "compilation is the plugin's decision (off on the CPU)",
+        "preconditioner_update_probability": "a float or a schedule callable",
+        "memory_save_mode": "None or a mode name that heavyball checks itself",
+        "precond_init_scale": "declared by hand",
+        "multi_tensor": "an implementation switch heavyball chooses itself",
+    },
+    **{name: {"beta": "a deprecated spelling of betas[0] (adam_beta1)"}
+       for name in ("PSGDKron", "PSGDPRO", "QSGD", "LATHER")},
+}
+
+
+def optimizer_classes() -> dict[str, type]:
+    """Every optimizer class in ``heavyball.__all__``."""
+    import heavyball
+    import torch
+
+    return dict(sorted(
+        (name, getattr(heavyball, name)) for name in heavyball.__all__
+        if isinstance(getattr(heavyball, name), type)
+        and issubclass(getattr(heavyball, name), torch.optim.Optimizer)
+    ))
+
+
+def _sentinels() -> tuple[Any, ...]:
+    import heavyball.chainable
+
+    return (heavyball.chainable.use_default,)
+
+
+TABLES = Tables(
+    documentation="https://github.com/HomebrewML/HeavyBall",
+    backend="heavyball",
+    distribution="heavyball",
+    namespace="heavyball",
+    min_version="3.2.0",
+    label="heavyball",
+    classes=optimizer_classes,
+    excluded=EXCLUDED,
+    capabilities=CAPABILITIES,
+    state=STATE,
+    hand_args=HAND_ARGS,
+    dropped_args=DROPPED_ARGS,
+    infer_from_default=True,
+    sentinels=(),
+)
+
+if __name__ == "__main__":
+    TABLES.sentinels = _sentinels()
+    sys.exit(main(TABLES, doc=__doc__ or ""))

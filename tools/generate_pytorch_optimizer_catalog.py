@@ -1,0 +1,245 @@
+"""Generate the pytorch-optimizer section of registry.toml from the installed library.
+
+    .venv/bin/python tools/generate_pytorch_optimizer_catalog.py          # rewrite the section
+    .venv/bin/python tools/generate_pytorch_optimizer_catalog.py --check  # exit 1 if stale
+
+pytorch-optimizer exports about 130 optimizers; stating each one's options by hand would be
+a second copy of its constructors that drifts. So the section is *derived*: every optimizer
+class the library registers (``pytorch_optimizer.optimizer.OPTIMIZERS``) plus its SAM
+family, each constructor parameter typed from its annotation and default, documented from
+the class docstring's ``Args:`` section, and checked (the default must round-trip through
+``format_optim_args`` and the spec must validate). Everything else is the hand-written,
+reviewed tables below, and only those:
+
+- ``EXCLUDED``: names that are not a training optimizer here, with the reason;
+- ``CAPABILITIES``: what was *measured* on the suite's model (tests assert each claim: the
+  conformance suite, and tests/test_backend_pytorch_optimizer.py for the closure and
+  create_graph claims both ways);
+- ``STATE``: the optimizer state, measured: fp32 bytes per parameter for the dense ones (k
+  full-size buffers), or the name of the plugin's estimator for the size-dependent ones;
+- ``HAND_ARGS`` / ``DROPPED_ARGS``: options whose type cannot be inferred, declared by hand,
+  or left out with the reason.
+
+The typing rules and the Hugging Face mapping are tools/catalog_generator.py's.
+
+The test ``test_generated_section_is_current`` runs this with ``--check``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from catalog_generator import Tables, main
+
+#: key -> why it is not an optimhub name.
+EXCLUDED: dict[str, str] = {
+    # torch.optim's own classes, re-exported: the torch plugin is the reference.
+    "lbfgs": "torch.optim.LBFGS re-exported (not pytorch-optimizer code); full-batch",
+    "sgd": "torch.optim.SGD re-exported; use the built-in sgd",
+    "adam": "torch.optim.Adam re-exported; use adamw_torch (weight_decay=0 is Adam)",
+    "adamw": "torch.optim.AdamW re-exported; use the built-in adamw_torch",
+    "nadam": "torch.optim.NAdam re-exported (not pytorch-optimizer code)",
+    "rmsprop": "torch.optim.RMSprop re-exported; use the built-in rmsprop",
+    # Not an optimizer over parameters.
+    "magma": "a wrapper that masks another optimizer's updates (wrappers are out of scope)",
+    "demo": "DeMo: a distributed-communication optimizer (needs a process group and einops)",
+    "distributedmuon": "Muon for torch.distributed FSDP shards only; use pto_muon",
+    "lorarite": "LoRA-RITE: only for LoRA A/B adapter pairs (fails on plain weights)",
+    "gsam": "takes a built optimizer instance and a rho scheduler object, not options",
+    "bsam": "pytorch-optimizer 4.1's update is momentum.lerp_(grad * weight_decay): it never "
+            "descends (measured: the loss rises at every lr tried on the suite's problem)",
+    "scalableshampoo": "keeps PreConditioner/BlockPartitioner objects in its state, which no "
+                       "checkpoint can hold as plain data (weights_only=True); use pto_shampoo "
+                       "or pto_soap",
+}
+
+#: key -> capabilities, as measured (see the module docstring).
+CAPABILITIES: dict[str, list[str]] = {
+    "adahessian": ["create_graph"],
+    "sophiah": ["create_graph"],
+    "alig": ["closure_required"],
+    "sam": ["closure_required"],
+    "wsam": ["closure_required", "needs_model", "no_ddp"],
+    "friendlysam": ["closure_required"],
+    "looksam": ["closure_required"],
+    "lomo": ["needs_model", "fused_backward", "no_ddp", "single_group"],
+    "adalomo": ["needs_model", "fused_backward", "no_ddp", "single_group"],
+    "adammini": ["needs_model", "single_group"],
+    "schedulefreeadamw": ["schedule_free"],
+    "schedulefreeradam": ["schedule_free"],
+    "schedulefreesgd": ["schedule_free"],
+    "muon": ["matrix_only"],
+    "muonclip": ["matrix_only"],
+    "normuon": ["matrix_only"],
+    "adamuon": ["matrix_only"],
+    "adago": ["matrix_only"],
+    "spectralsphere": ["matrix_only"],
+    "galore": ["target_modules", "low_rank"],
+    "apollo": ["target_modules", "low_rank"],
+    "fira": ["target_modules", "low_rank"],
+    "flashadamw": ["low_bit_state"],
+}
+
+#: key -> fp32 state bytes per parameter (dense: k buffers of the parameter's size), or the
+#: name of a size-dependent estimator in plugins/pytorch_optimizer.py. Measured after 8
+#: steps on the suite's model (the conformance suite re-checks the constants).
+STATE: dict[str, float | str] = {
+    "a2grad": 8.0, "adopt": 8.0, "apollo": "low_rank", "asgd": "scalars", "accsgd": 4.0,
+    "ademamix": 12.0, "adabelief": 8.0, "adabound": 8.0, "adadelta": 8.0,
+    "adafactor": "probe", "adagc": 8.0, "adago": "probe", "adahessian": 12.0,
+    "adalomo": "probe", "adamax": 8.0, "adamod": 12.0, "adamuon": "probe", "adanorm": 8.0,
+    "adapnm": 16.0, "adashift": "adashift", "adasmooth": 16.0, "adatam": 12.0, "adai": 12.0,
+    "adalite": "probe", "adamc": 8.0, "adamg": 12.0, "adammini": "probe", "adamp": 8.0,
+    "adams": 8.0, "adamwsn": 8.0, "adan": 16.0, "aggmo": 12.0, "aida": 8.0, "alig": 0.0,
+    "alice": "probe", "bcos": 4.0, "amos": 0.0, "ano": 8.0, "apollodqn": 12.0,
+    "avagrad": 8.0, "came": "probe", "conda": "probe", "dash": "probe",
+    "dadaptadagrad": 12.0, "dadaptadam": 12.0, "dadaptadan": 20.0, "dadaptlion": 8.0,
+    "dadaptsgd": 12.0, "diffgrad": 12.0, "dualadam": 8.0, "exadam": 8.0,
+    "emofact": "probe", "emolynx": 4.0, "emonavi": 8.0, "fadam": 8.0, "focus": 8.0,
+    "ftrl": 8.0, "fira": "low_rank", "flashadamw": "probe", "fromage": 0.0,
+    "galore": "low_rank", "grams": 8.0, "gravity": 4.0, "grokfastadamw": 12.0, "kate": 8.0,
+    "kron": "probe", "lars": 4.0, "lomo": 0.0, "laprop": 8.0, "lamb": 8.0, "lion": 4.0,
+    "madgrad": 12.0, "mars": 12.0, "msvag": 8.0, "muon": "probe", "muonclip": "probe",
+    "nero": "probe", "normuon": "probe", "novograd": "probe", "padam": 8.0, "pid": 0.0,
+    "pnm": 8.0, "prodigy": 16.0, "qhadam": 8.0, "qhm": 4.0, "racs": "probe", "radam": 8.0,
+    "ranger": 12.0, "ranger21": 20.0, "rose": 0.0, "scion": 4.0, "scionlight": 0.0,
+    "sgdp": 4.0, "sgdsai": 4.0, "sgdw": 0.0, "sm3": "probe", "soap": "probe",
+    "spam": "probe", "splus": "probe", "srmm": 8.0, "swats": 8.0, "sara": "probe",
+    "schedulefreeadamw": 8.0, "schedulefreeradam": 8.0,
+    "schedulefreesgd": 4.0, "shampoo": "probe", "signsgd": 4.0, "simplifiedademamix": 8.0,
+    "sophiah": 12.0, "stableadamw": 8.0, "stablespam": 8.0, "tam": 8.0, "tiger": 4.0,
+    "vsgd": 12.0, "yogi": 8.0, "spectralsphere": 4.0, "sam": 0.0, "wsam": 4.0,
+    "friendlysam": 4.0, "looksam": 4.0,
+}
+
+_BASE_OPTIMIZER = {
+    "type": "str", "default": "sgd", "choices": ["sgd", "adamw"],
+    "doc": "The optimizer that takes the sharpness-aware step: torch.optim.SGD (lr, "
+           "weight_decay, momentum) or torch.optim.AdamW (also betas and eps).",
+}
+_MOMENTUM = {"type": "float", "default": 0.0, "minimum": 0.0, "exclusive_maximum": 1.0,
+             "doc": "Momentum of the SGD base optimizer (base_optimizer='sgd' only)."}
+
+#: key -> {option: ArgSpec fields}, for options the signature cannot type.
+HAND_ARGS: dict[str, dict[str, dict[str, Any]]] = {
+    **{key: {"base_optimizer": _BASE_OPTIMIZER, "momentum": _MOMENTUM}
+       for key in ("sam", "wsam", "friendlysam", "looksam")},
+    "adammini": {
+        "hidden_size": {"type": "int", "minimum": 1, "backend_key": "num_embeds",
+                        "doc": "Hidden size of the model (default: model.config.hidden_size)."},
+        "num_attention_heads": {"type": "int", "minimum": 1, "backend_key": "num_heads",
+                                "doc": "Attention heads (default: "
+                                       "model.config.num_attention_heads)."},
+        "num_key_value_heads": {"type": "int", "minimum": 1, "backend_key": "num_query_groups",
+                                "doc": "Key/value heads, for grouped-query attention "
+                                       "(default: model.config.num_key_value_heads)."},
+    },
+    "ranger21": {
+        "num_iterations": {"type": "int", "minimum": 1, "example": 1000,
+                           "doc": "Total optimizer steps, for Ranger21's built-in warmup and "
+                                  "warm-down (default: max_steps)."},
+    },
+    **{key: {"ns_coeffs": {"type": "str", "default": "original",
+                           "choices": ["original", "polar_express"],
+                           "doc": "Newton-Schulz coefficients: a named set (tuples are not "
+                                  "exposed)."}}
+       for key in ("muon", "muonclip", "normuon", "adamuon", "adago")},
+}
+
+#: The Muon family's settings of its own AdamW groups (use_muon=False): a matrix_only name
+#: never builds one (the router's fallback optimizer takes that place).
+_MUON_ADAMW = {key: "applies to use_muon=False groups, which a matrix_only name never has"
+               for key in ("adamw_lr", "adamw_betas", "adamw_wd", "adamw_eps")}
+
+#: key -> {option: why it is not exposed}; "*" applies to every name.
+DROPPED_ARGS: dict[str, dict[str, str]] = {
+    "*": {"foreach": "an implementation switch the library chooses itself",
+          "maximize": "the hub minimizes the loss"},
+    "a2grad": {"lr": "A2Grad never reads it (its docs: 'Learning rate. No needed.'): the "
+                     "name takes no learning rate, so an explicit one is refused, not ignored"},
+    "adago": {"use_muon": "set per group by the hub"},
+    "adammini": {"model_sharding": "FSDP/ZeRO only; not supported by the hub",
+                 "num_embeds": "see hidden_size", "num_heads": "see num_attention_heads",
+                 "num_query_groups": "see num_key_value_heads"},
+    "adashift": {"reduce_func": "a Python callable (max by default)"},
+    "adopt": {"clip_lambda": "a Python callable (step -> clip value)"},
+    "adafactor": {"momentum_dtype": "a torch.dtype (bfloat16 by default)"},
+    "fadam": {"momentum_dtype": "a torch.dtype", "fim_dtype": "a torch.dtype"},
+    "kron": {"pre_conditioner_update_probability": "a float or a callable",
+             "memory_save_mode": "an enum-like None/str the library checks itself",
+             "mu_dtype": "a torch.dtype", "precondition_dtype": "a torch.dtype"},
+    "rose": {"compute_dtype": "a torch.dtype (float64 by default)",
+             "wd_schedule": "false or a float: a union the option grammar cannot type"},
+    "alig": {"projection_fn": "a Python callable"},
+    "scion": {"norm_type": "an enum member", "norm_kwargs": "a dict"},
+    "scionlight": {"norm_type": "an enum member", "norm_kwargs": "a dict"},
+    "ranger21": {"num_iterations": "declared by hand"},
+    **{key: {"ns_reset_steps": "a tuple of steps for the Newton-Schulz reset schedule",
+             **_MUON_ADAMW} for key in ("muon", "muonclip")},
+    **{key: dict(_MUON_ADAMW) for key in ("normuon", "adamuon", "adago")},
+    "sam": {"base_optimizer": "declared by hand"},
+    "wsam": {"base_optimizer": "declared by hand"},
+    "friendlysam": {"base_optimizer": "declared by hand"},
+    "looksam": {"base_optimizer": "declared by hand"},
+    "flashadamw": {"master_weight_bits": "needs bf16/fp16 parameters; not exposed"},
+}
+
+#: The projection options of pytorch-optimizer's GaLore / APOLLO / Fira: param-group keys.
+PROJECTION_ARGS: dict[str, dict[str, Any]] = {
+    "rank": {"type": "int", "default": 128, "minimum": 1, "target_group": True,
+             "doc": "Rank of the gradient projection; capped at each target weight's smaller "
+                    "side."},
+    "update_proj_gap": {"type": "int", "default": 200, "minimum": 1, "target_group": True,
+                        "doc": "Steps between refreshes of the projection."},
+    "scale": {"type": "float", "default": 0.25, "exclusive_minimum": 0.0, "target_group": True,
+              "doc": "Factor applied to the projected-back update."},
+    "projection_type": {"type": "str", "default": "std",
+                        "choices": ["std", "reverse_std", "right", "left", "full", "random"],
+                        "target_group": True,
+                        "doc": "Side projected: 'std' (the smaller one), 'reverse_std', "
+                               "'right', 'left', 'full' (both) or 'random'."},
+}
+
+#: Built-in names that are the reference for a pytorch-optimizer duplicate.
+REFERENCE: dict[str, str] = {
+    "galore": "galore_adamw", "apollo": "apollo_adamw", "lomo": "lomo", "adalomo": "adalomo",
+    "schedulefreeadamw": "schedule_free_adamw", "schedulefreeradam": "schedule_free_radam",
+    "schedulefreesgd": "schedule_free_sgd", "stableadamw": "stable_adamw",
+    "adafactor": "adafactor", "ademamix": "ademamix", "grokfastadamw": "grokadamw",
+    "adammini": "adam_mini", "came": "came", "prodigy": "prodigy",
+}
+
+
+def optimizer_classes() -> dict[str, type]:
+    """Every optimizer pytorch-optimizer registers, plus its SAM family (not registered)."""
+    import pytorch_optimizer
+    from pytorch_optimizer.optimizer import OPTIMIZERS
+
+    sam = {name.lower(): getattr(pytorch_optimizer, name)
+           for name in ("SAM", "GSAM", "WSAM", "FriendlySAM", "LookSAM")}
+    return dict(sorted({**OPTIMIZERS, **sam}.items()))
+
+
+TABLES = Tables(
+    documentation="https://pytorch-optimizers.readthedocs.io/en/latest/optimizer/",
+    backend="pytorch_optimizer",
+    distribution="pytorch-optimizer",
+    namespace="pto",
+    min_version="4.1.0",
+    label="pytorch-optimizer",
+    classes=optimizer_classes,
+    excluded=EXCLUDED,
+    capabilities=CAPABILITIES,
+    state=STATE,
+    hand_args=HAND_ARGS,
+    dropped_args=DROPPED_ARGS,
+    option_sets={"pto_projection": PROJECTION_ARGS},
+    entry_option_sets={k: ["pto_projection"] for k, caps in CAPABILITIES.items()
+                       if "target_modules" in caps},
+    reference=REFERENCE,
+    all_hyperparameters=("sam", "wsam", "friendlysam", "looksam"),
+)
+
+if __name__ == "__main__":
+    sys.exit(main(TABLES, doc=__doc__ or ""))
