@@ -18,6 +18,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # Step-size-free methods: learning_rate multiplies their own estimate (default 1.0).
     "pto_dadaptsgd": {"lr": 1.0},
     "prodigy": {"lr": 1.0},
+    "pto_prodigy": {"lr": 1.0},
     # Unstable at 1e-2 on the tiny problem (first step overshoots: loss 4.3 -> 10 for
     # AdaHessian, 342 for Kate, 37 for SimplifiedAdEMAMix); their own defaults are smaller.
     "pto_adahessian": {"lr": 1e-3},

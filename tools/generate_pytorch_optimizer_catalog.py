@@ -64,7 +64,10 @@ CAPABILITIES: dict[str, list[str]] = {
     "friendlysam": ["closure_required"],
     "looksam": ["closure_required"],
     "lomo": ["needs_model", "fused_backward", "no_ddp", "single_group"],
-    "adalomo": ["needs_model", "fused_backward", "no_ddp", "single_group"],
+    # AdaLOMO reads its weight decay once (the conformance suite's weight_decay_changes
+    # check: a raised group decay changes nothing), so weight-decay schedules are refused.
+    "adalomo": ["needs_model", "fused_backward", "no_ddp", "single_group",
+                "static_weight_decay"],
     "adammini": ["needs_model", "single_group"],
     "schedulefreeadamw": ["schedule_free"],
     "schedulefreeradam": ["schedule_free"],
