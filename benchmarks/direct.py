@@ -370,15 +370,22 @@ def _muon(adjust_lr_fn: str | None) -> Callable[[nn.Module, int], DirectRun]:
 
     def build(model: nn.Module, rank: int) -> DirectRun:
         matrices, rest = _hidden_matrices(model)
-        chosen = {id(p) for p in rest}
-        groups = [{**g, "params": [p for p in g["params"] if id(p) in chosen]}
-                  for g in hf_groups(model)]
         return DirectRun([
             torch.optim.Muon(matrices, lr=LR, weight_decay=0.0, adjust_lr_fn=adjust_lr_fn),
-            torch.optim.AdamW([g for g in groups if g["params"]], **_ADAM),
+            *_adamw_on(model, rest),
         ])
 
     return build
+
+
+def _adamw_on(model: nn.Module, params: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
+    """AdamW (HF's decay split) on ``params``, as the Muon recipes step the rest; none when
+    none of them trains."""
+    chosen = {id(p) for p in params}
+    groups = [{**g, "params": [p for p in g["params"] if id(p) in chosen]}
+              for g in hf_groups(model)]
+    groups = [g for g in groups if g["params"]]
+    return [torch.optim.AdamW(groups, **_ADAM)] if groups else []
 
 
 def _galore_plus_adamw_8bit(model: nn.Module, rank: int) -> DirectRun:
@@ -487,8 +494,14 @@ def _pto(spec: Any) -> Callable[[nn.Module, int], DirectRun]:
         low_rank = {"rank": rank, "update_proj_gap": 200, "scale": 0.25,
                     "projection_type": "std"} if spec.has("low_rank") else None
         groups = hf_groups(model, low_rank)
-        if spec.has("matrix_only"):
-            groups = [{**g, "use_muon": True} for g in groups]
+        fallback: list[torch.optim.Optimizer] = []
+        if spec.has("matrix_only"):  # the class on the hidden matrices, AdamW on the rest
+            matrices, rest = _hidden_matrices(model)
+            hidden = {id(p) for p in matrices}
+            groups = [{**g, "params": [p for p in g["params"] if id(p) in hidden],
+                       "use_muon": True} for g in groups]
+            groups = [g for g in groups if g["params"]]
+            fallback = _adamw_on(model, rest)
         extra: dict[str, Any] = {"ranger21": {"num_iterations": 10},
                                  "alice": {"rank": 8, "leading_basis": 4},
                                  "adashift": {"keep_num": 2}}.get(key, {})
@@ -502,7 +515,7 @@ def _pto(spec: Any) -> Callable[[nn.Module, int], DirectRun]:
             optimizer = cls(groups, lr=LR, **extra)
         if kind == "schedule_free":
             optimizer.train()
-        return DirectRun([optimizer], kind)
+        return DirectRun([optimizer, *fallback], kind)
 
     return build
 

@@ -34,6 +34,7 @@ from direct import (
     DIRECT,
     batches,
     hub_kwargs,
+    hub_name,
     matrices_only,
     measure_direct,
     measure_hub,
@@ -61,7 +62,8 @@ def measure(name: str) -> dict[str, Any]:
         if optimhub.get_spec(name).has("matrix_only"):
             model = matrices_only(model)
         count = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        row["estimate_bytes"] = optimhub.estimate(name, model, **hub_kwargs(name, RANK)).state_bytes
+        row["estimate_bytes"] = optimhub.estimate(
+            hub_name(name), model, **hub_kwargs(name, RANK)).state_bytes
         row["hub_bytes"] = measure_hub(name, model, data, RANK)
         if name in DIRECT:
             torch.manual_seed(0)
