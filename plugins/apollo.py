@@ -62,7 +62,10 @@ def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
 
     optimizer = APOLLOAdamW(groups, **request.kwargs)
     install_state_codec(optimizer, PROJECTORS)
-    return optimizer
+    from ._whole_tensors import whole_tensors_if_sharded
+
+    # FSDP2: the random projection is drawn for the whole weight, so project it whole
+    return whole_tensors_if_sharded(optimizer, lambda group: "rank" in group)
 
 
 def check_apollo_scaling(

@@ -334,12 +334,13 @@ FSDP2_WORKING = {
     "adamw_torch-layerwise": 0.0,
     "schedule_free_adamw": 0.0,
     "galore_adamw": 1e-6,
+    # APOLLO's projected weights are stepped whole (plugins/_whole_tensors.py)
+    "apollo_adamw": 0.0,
 }
 #: FSDP2 runs that the hub must refuse before building (capability ``no_fsdp2``), not let
-#: fail at the first step: APOLLO's random projector is a plain tensor that meets a DTensor
-#: gradient, and bnb's custom ops have no DTensor sharding rule (what they do unguarded is
-#: measured by tools/distributed_matrix.py).
-FSDP2_FAILING = ("apollo_adamw", "adamw_bnb_8bit")
+#: fail at the first step: bnb's custom ops have no DTensor sharding rule (what it does
+#: unguarded is measured by tools/distributed_matrix.py).
+FSDP2_FAILING = ("adamw_bnb_8bit",)
 REFUSAL = re.compile(r"CapabilityError: .*cannot step parameters sharded by FSDP2.*"
                      r"DistributedDataParallel")
 
