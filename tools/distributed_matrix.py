@@ -324,22 +324,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _spawn(engines: Sequence[str], names: Sequence[str], out: Path, timeout_s: float
-           ) -> None:
-    """Both ranks, once; raises RuntimeError with both logs if either fails or times out."""
+def spawn(command: Callable[[int], list[str]], out: Path, timeout_s: float,
+          world_size: int = WORLD_SIZE) -> None:
+    """Start ``command(rank)`` for every rank (gloo rendezvous on a free local port), wait
+    for all; raises RuntimeError with the logs if one fails or the deadline passes."""
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
            "OMP_NUM_THREADS": "1"}
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    logs = [out / f"rank{rank}.log" for rank in range(WORLD_SIZE)]
+    logs = [out / f"rank{rank}-{time.monotonic_ns()}.log" for rank in range(world_size)]
     processes = []
     try:
         for rank, log in enumerate(logs):
             with log.open("wb") as sink:
-                processes.append(subprocess.Popen(
-                    [sys.executable, __file__, "--worker", str(rank), str(out),
-                     "--engines", ",".join(engines), "--names", ",".join(names)],
-                    stdout=sink, stderr=subprocess.STDOUT, env=env))
+                processes.append(subprocess.Popen(command(rank), stdout=sink,
+                                                  stderr=subprocess.STDOUT, env=env))
         deadline = time.monotonic() + timeout_s
         codes = []
         for process in processes:
@@ -352,11 +351,22 @@ def _spawn(engines: Sequence[str], names: Sequence[str], out: Path, timeout_s: f
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    if codes != [0] * WORLD_SIZE:
+    if codes != [0] * world_size:
         text = "\n".join(f"--- rank {r} ---\n{log.read_text(errors='replace')[-4000:]}"
                          for r, log in enumerate(logs))
-        raise RuntimeError(f"the matrix workers failed (exit codes {codes}; None: killed "
-                           f"after {timeout_s:.0f} s)\n{text}")
+        raise RuntimeError(f"the workers failed (exit codes {codes}; None: killed after "
+                           f"{timeout_s:.0f} s)\n{text}")
+
+
+def run_as_worker(main: Callable[[], int]) -> int:
+    """Run a worker's ``main``; on any error print it and leave at once (exit 1), without
+    waiting for the gloo threads of a broken group."""
+    try:
+        return main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -407,7 +417,9 @@ def measure(names: Iterable[str] | None = None, engines: Sequence[str] = ENGINES
     names = list(names) if names is not None else [s.name for s in optimhub.list_optimizers()]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         out = Path(tmp)
-        _spawn(engines, names, out, timeout_s)
+        spawn(lambda rank: [sys.executable, __file__, "--worker", str(rank), str(out),
+                            "--engines", ",".join(engines), "--names", ",".join(names)],
+              out, timeout_s)
         ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
         references: dict[str, Any] = {}
         for r in range(WORLD_SIZE):
@@ -558,12 +570,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if "--worker" in sys.argv:
-        try:
-            code = main()
-        except BaseException:
-            traceback.print_exc()
-            sys.stdout.flush()
-            os._exit(1)  # do not wait for the gloo threads of a broken group
-        sys.exit(code)
-    sys.exit(main())
+    sys.exit(run_as_worker(main) if "--worker" in sys.argv else main())
