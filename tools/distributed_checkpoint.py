@@ -82,11 +82,37 @@ def _load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path)
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    _prime(optimizer)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=str(where))
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optimizer"])
+
+
+def _prime(optimizer: torch.optim.Optimizer) -> None:
+    """Give a fresh optimizer its full state, so that DCP has every entry to load into.
+
+    DCP loads only the keys of the state dict it is given, and ``get_state_dict`` creates
+    a fresh optimizer's state with one zero-gradient step at lr 0 only when the state is
+    empty. APOLLO's state is not: its constructor stores a ``seed`` per parameter, so the
+    template would hold nothing else, and the moments, step and projector would never be
+    loaded (measured: the resumed run 3.3e-2 off). This is DCP's own priming, done
+    whatever the state holds; lr 0 leaves the parameters as they are.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]
+              if p.requires_grad]
+    if any(p.grad is not None for p in params):
+        return
+    for param in params:
+        param.grad = torch.zeros_like(param)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
