@@ -480,9 +480,9 @@ def render_section(stored: dict[str, Any]) -> str:
         "",
         f"Measured with torch {stored['torch']}, gloo, {WORLD_SIZE} CPU processes, "
         f"{STEPS} steps per name (`tools/distributed_matrix.py`). \"equal\": bit for bit "
-        "equal to one process on the whole batch (both replicas too); \"close\": within the "
-        "stated bound; \"refused\": `create_optimizer` raises `CapabilityError` before "
-        "building.",
+        "equal to one process that sees both halves of every batch (both replicas too); "
+        "\"close\": within the stated bound; \"refused\": `create_optimizer` raises "
+        "`CapabilityError` before building.",
         "",
         "| engine | " + " | ".join(OUTCOMES) + " |",
         "|---|" + "---|" * len(OUTCOMES),
