@@ -92,6 +92,12 @@ LOOP_DUTIES: dict[Capability, str] = {
         "Train in one process: building it for a `DistributedDataParallel` model raises "
         "`CapabilityError` (see [distributed.md](distributed.md))."
     ),
+    Capability.NO_FSDP2: (
+        "Use `DistributedDataParallel` (or one process): building it for a model sharded by "
+        "FSDP2 (`fully_shard`, DTensor parameters) raises `CapabilityError` before anything "
+        "is built. The measured matrix and the reason per name are in "
+        "[distributed.md](distributed.md#every-name-under-ddp-and-fsdp2)."
+    ),
     Capability.SINGLE_GROUP: (
         "Nothing in the loop. `param_group_rules` are refused: it applies one learning rate "
         "and one weight decay to every parameter."

@@ -9,6 +9,7 @@ a backend or touches a tensor's data.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -199,6 +200,7 @@ def _check_capabilities(
             "optimizer that takes param groups"
         )
     _check_layerwise_and_ddp(spec, source, arguments)
+    _check_sharded_parameters(spec, source)
     wants_targets = spec.has(Capability.TARGET_MODULES)
     if wants_targets and source.module is None:
         raise CapabilityError(
@@ -301,6 +303,34 @@ def _check_layerwise_and_ddp(
             + "; train in one process, or see docs/distributed.md for what works with which "
             "engine"
         )
+
+
+def _check_sharded_parameters(spec: OptimizerSpec, source: ParameterSource) -> None:
+    """A ``no_fsdp2`` optimizer given DTensor parameters (FSDP2's shards, or tensor
+    parallelism): refused here, instead of failing at the first step or, worse, stepping
+    each shard as if it were the whole tensor."""
+    if not spec.has(Capability.NO_FSDP2):
+        return
+    sharded = _dtensor_parameters(source)
+    if sharded:
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot step parameters sharded by FSDP2 (capability "
+            f"'{Capability.NO_FSDP2.value}'): {len(sharded)} trainable parameter(s) are "
+            f"DTensors, e.g. {shown(sharded[0])}, and measured under FSDP2 it fails or does "
+            "not match one process. Use DistributedDataParallel (DDP) for it, which it "
+            "matches bit for bit, or an optimizer without 'no_fsdp2'; docs/distributed.md "
+            "has the measured matrix"
+        )
+
+
+def _dtensor_parameters(source: ParameterSource) -> list[str]:
+    """The names of trainable DTensor parameters. Without ``torch.distributed.tensor``
+    imported there is no DTensor, so nothing is imported to find out."""
+    module = sys.modules.get("torch.distributed.tensor")
+    dtensor = getattr(module, "DTensor", None)
+    if dtensor is None:
+        return []
+    return [n for n, p in source.named if p.requires_grad and isinstance(p, dtensor)]
 
 
 def _specs_with(capability: Capability) -> list[OptimizerSpec]:

@@ -68,6 +68,7 @@ class Capability(str, enum.Enum):
     CUDA_ONLY = "cuda_only"
     CLOSURE_REQUIRED = "closure_required"
     NO_DDP = "no_ddp"
+    NO_FSDP2 = "no_fsdp2"
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
     STATIC_WEIGHT_DECAY = "static_weight_decay"
@@ -103,6 +104,10 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.CUDA_ONLY: "runs only on a CUDA device",
     Capability.CLOSURE_REQUIRED: "step(closure) needs a closure that recomputes the loss",
     Capability.NO_DDP: "cannot run under DistributedDataParallel",
+    Capability.NO_FSDP2: (
+        "cannot step parameters sharded by FSDP2 (fully_shard), or any DTensor parameter: "
+        "measured, it fails or does not match one process; DistributedDataParallel works"
+    ),
     Capability.MATRIX_ONLY: (
         "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "
         "fallback optimizer, which a routed optimizer provides"

@@ -70,7 +70,10 @@ def build_apollo(request: BuildRequest) -> torch.optim.Optimizer:
     install_compact_projectors(optimizer, CompactSVDProjector, GaLoreProjector,
                                applies=lambda group: group["proj"] == "svd")
     install_state_codec(optimizer, PROJECTORS)
-    return optimizer
+    from ._whole_tensors import whole_tensors_if_sharded
+
+    # FSDP2: the random projection is drawn for the whole weight, so project it whole
+    return whole_tensors_if_sharded(optimizer, lambda group: "rank" in group)
 
 
 def check_apollo_scaling(

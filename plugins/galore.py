@@ -115,9 +115,12 @@ def check_bitsandbytes_for_galore_8bit(optimizer: str) -> None:
 
 
 def galore_builder(
-    attribute: str, *, precheck: Callable[[str], None] | None = None
+    attribute: str, *, precheck: Callable[[str], None] | None = None,
+    whole_tensors: bool = False,
 ) -> Builder:
-    """A builder for ``galore_torch.<attribute>``: prepared groups, early checks, hooks."""
+    """A builder for ``galore_torch.<attribute>``: prepared groups, early checks, hooks.
+    ``whole_tensors``: under FSDP2, step DTensor parameters as whole tensors (see
+    plugins/_whole_tensors.py)."""
 
     def build(request: BuildRequest) -> torch.optim.Optimizer:
         if precheck is not None:
@@ -131,6 +134,10 @@ def galore_builder(
 
         install_compact_projectors(optimizer, CompactGaLoreProjector, GaLoreProjector)
         install_state_codec(optimizer, PROJECTORS)
+        if whole_tensors:
+            from ._whole_tensors import whole_tensors_if_sharded
+
+            whole_tensors_if_sharded(optimizer)
         return optimizer
 
     build.__qualname__ = f"galore_builder({attribute})"
@@ -141,7 +148,8 @@ build_galore_adamw = galore_builder("GaLoreAdamW")
 build_galore_adamw_8bit = galore_builder(
     "GaLoreAdamW8bit", precheck=check_bitsandbytes_for_galore_8bit
 )
-build_galore_adafactor = galore_builder("GaLoreAdafactor")
+# FSDP2: its factored moments mix plain tensors into DTensor ops; step whole tensors
+build_galore_adafactor = galore_builder("GaLoreAdafactor", whole_tensors=True)
 
 
 # -- memory estimates ----------------------------------------------------------------

@@ -9,8 +9,10 @@ here, the rest to AdamW), built by the hub's router: this module only builds the
 ``(out, in, *k)`` is stepped as the matrix ``(out, in * prod(k))``, as timm and
 pytorch-optimizer do (and as the Muon authors suggest): ``FlatteningMuon``
 (plugins/_flattening_muon.py, imported by the builder) gives torch's own update to that
-view. When every parameter is 2-D the builder returns torch's
-class itself, so the update is torch's to the bit.
+view. Sharded (DTensor, FSDP2) matrices are gathered, orthogonalised whole and sharded
+again, by the same class, so that FSDP2 equals one process bit for bit. When every
+parameter is a plain 2-D tensor the builder returns torch's class itself, so the update is
+torch's to the bit.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
 def build_muon(request: BuildRequest) -> torch.optim.Optimizer:
     import torch
 
-    kernels = [(n, p) for n, p in request.named_parameters().items() if p.ndim > 2]
-    if not kernels:
+    named = request.named_parameters().items()
+    kernels = [(n, p) for n, p in named if p.ndim > 2]
+    sharded = any(hasattr(p, "device_mesh") for _, p in named)  # DTensors (FSDP2)
+    if not kernels and not sharded:
         return torch.optim.Muon(request.param_groups, **request.kwargs)
     scattered = [n for n, p in kernels if not p.is_contiguous()]
     if scattered:

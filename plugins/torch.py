@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def build_adafactor_torch(request: BuildRequest) -> torch.optim.Optimizer:
+    """torch's Adafactor; under FSDP2 it steps whole tensors (its factored second moment
+    needs in-place ops that DTensor cannot run on a shard)."""
+    import torch
+
+    from ._whole_tensors import whole_tensors_if_sharded
+
+    return whole_tensors_if_sharded(torch.optim.Adafactor(request.param_groups,
+                                                          **request.kwargs))
+
+
 def build_sgd(request: BuildRequest) -> torch.optim.Optimizer:
     import torch
 
@@ -80,5 +91,5 @@ def optimhub_register_optimizers(register: Register) -> None:
                      estimator=estimate_adagrad)
     register.builder("rmsprop", class_builder("torch.optim", "RMSprop"),
                      estimator=estimate_rmsprop)
-    register.builder("adafactor_torch", class_builder("torch.optim", "Adafactor"),
+    register.builder("adafactor_torch", build_adafactor_torch,
                      estimator=estimate_adafactor_torch)

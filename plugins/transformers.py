@@ -67,7 +67,10 @@ def build_adafactor(request: BuildRequest) -> torch.optim.Optimizer:
         kwargs["lr"] = None
     from transformers.optimization import Adafactor
 
-    return Adafactor(request.param_groups, **kwargs)
+    from ._whole_tensors import whole_tensors_if_sharded
+
+    # FSDP2: its factored moments mix plain tensors into DTensor ops; step whole tensors
+    return whole_tensors_if_sharded(Adafactor(request.param_groups, **kwargs))
 
 
 def estimate_adafactor(request: EstimateRequest) -> StateEstimate:

@@ -12,8 +12,8 @@ optimizer would dominate the test's time.
    ``optimhub.drive``. Rank r trains on its half of each step's global batch, and DDP averages
    the gradients.
 2. **FSDP2** (``fully_shard``, one shard per rank): the plain elementwise optimizers, which
-   are expected to work, including layerwise mode. Also APOLLO and bnb 8-bit, which are
-   expected to fail on DTensor parameters; for those the error is recorded.
+   are expected to work, including layerwise mode, GaLore and APOLLO. Also bnb 8-bit, which
+   the hub refuses on DTensor parameters; for it the error is recorded.
 3. **Evidence for the DDP refusals**: ``lomo_optim.Lomo`` is built by hand on a DDP model
    (the hub refuses it, capability ``no_ddp``), and a layerwise ``adamw_torch`` is built on
    the model before the model is wrapped (so the hub cannot see the wrapper). This records
@@ -87,9 +87,10 @@ APOLLO_PROBE = "layers.0.attn.q_proj.weight"
 #: FSDP2 run -> (optimizer name, create_optimizer arguments). Expected to work: the
 #: elementwise optimizers, layerwise mode too (FSDP2 runs post-accumulate-grad hooks on the
 #: sharded parameter *after* the reduce-scatter), and GaLore (its SVD of a DTensor gradient
-#: yields a replicated DTensor projector). Expected to fail at the first step: APOLLO (a
-#: plain-tensor random projector meets a DTensor gradient) and bnb (its custom optimizer ops
-#: have no DTensor sharding rule).
+#: yields a replicated DTensor projector), and APOLLO (the hub steps its projected weights as
+#: whole tensors, since its plain-tensor random projector cannot meet a DTensor gradient).
+#: Expected to be refused before building (no_fsdp2): bnb (its custom optimizer ops have no
+#: DTensor sharding rule).
 FSDP2_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw_torch": ("adamw_torch", CASES["adamw_torch"]),
     "adamw_torch-layerwise": ("adamw_torch", {**CASES["adamw_torch"], "layerwise": True}),

@@ -254,6 +254,17 @@ class OptimHubTrainer(Trainer):
                     "after backward, but these updates consume them inside it): train in one "
                     "process"
                 )
+        needs_matrices = (spec.has(Capability.LOW_RANK) or spec.has(Capability.MATRIX_ONLY)
+                          or spec.routed)
+        if needs_matrices and self.is_deepspeed_enabled:
+            raise CapabilityError(
+                f"optimizer {name!r} needs each weight as its 2-D matrix (a low-rank "
+                "projection, Newton-Schulz or per-route param groups), but DeepSpeed ZeRO "
+                "steps the optimizer on flattened 1-D partitions and replaces its param "
+                "groups (measured with DeepSpeed 0.19.8: low-rank optimizers fail with "
+                "IndexError, a routed one at initialize); use DDP, or FSDP2 where "
+                "docs/distributed.md shows it works"
+            )
         if spec.has(Capability.NO_DDP) and args.world_size > 1:
             raise CapabilityError(
                 f"optimizer {name!r} cannot run under DistributedDataParallel "
