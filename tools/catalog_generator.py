@@ -65,6 +65,9 @@ class Tables:
     #: Where a name's ``paper`` link points when the library's README names no paper for
     #: it: the library's own documentation.
     documentation: str = ""
+    #: key -> the engines it must be refused on (``no_ddp``, ``no_fsdp2``), as
+    #: tools/distributed_matrix.py measured (a cell that failed or trained differently).
+    engine_limits: Mapping[str, list[str]] = field(default_factory=dict)
 
     @functools.cached_property
     def papers(self) -> dict[str, str]:
@@ -266,7 +269,8 @@ def entry(t: Tables, key: str, cls: type) -> str:
         )
     if key in t.all_hyperparameters:
         hyper |= set(HF_ORDER)
-    caps = t.capabilities.get(key, [])
+    caps = [*t.capabilities.get(key, []),
+            *(c for c in t.engine_limits.get(key, []) if c not in t.capabilities.get(key, []))]
     name = f"{t.namespace}_{key.lower()}"
     summary = f"{cls.__name__} ({t.label}): {first.rstrip('.')}."
     if key in t.reference:
@@ -305,6 +309,7 @@ def section(t: Tables) -> str:
         raise SystemExit(f"excluded names no class: {unknown}")
     kept = [k for k in classes if k not in t.excluded]
     tables = (set(t.state) | set(t.capabilities) | set(t.hand_args) | set(t.fixed)
+              | set(t.engine_limits)
               | set(t.entry_option_sets) | (set(t.dropped_args) - {"*"}))
     stale = sorted(tables - set(kept))
     if stale:

@@ -14,7 +14,8 @@ MLP weights so that 8-bit state is real), wrapped by the engine: ``DistributedDa
 or FSDP2 (``fully_shard`` on the block, then on the root, one shard per rank). The optimizer
 is built by ``create_optimizer`` from the wrapped model with the conformance suite's
 settings for that name (``optimhub.testing``: lr 1e-2, rank 4, attention/MLP targets, the
-routed form of a ``matrix_only`` name), and ``STEPS`` steps are driven by ``optimhub.drive``.
+routed form of a ``matrix_only`` name; tests/catalog_settings.py where a name needs
+more), and ``STEPS`` steps are driven by ``optimhub.drive``.
 Rank r trains on its half of each step's global batch.
 
 **The one-process reference** trains the same model on both halves, as two forward passes
@@ -230,6 +231,18 @@ def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
     return frames
 
 
+def _catalog_settings() -> dict[str, dict[str, Any]]:
+    """The per-name settings the conformance suite runs each name with
+    (tests/catalog_settings.py: only where an algorithm needs them on the tiny model), so a
+    cell measures the engine, not a missing option."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from catalog_settings import SETTINGS
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    return SETTINGS
+
+
 def _train(name: str, engine: str | None, rank: int | None, *,
            unguarded: bool = False) -> dict[str, Any]:
     """One cell (``engine``) or the reference (``engine=None``): the weights after the
@@ -239,7 +252,9 @@ def _train(name: str, engine: str | None, rank: int | None, *,
     from optimhub.testing import _config
 
     spec = get_spec(name)
-    config = _config(spec, STEPS, None, None, None, 0.0, "cpu", {})
+    settings = dict(_catalog_settings().get(name, {}))
+    config = _config(spec, STEPS, settings.pop("lr", None), settings.pop("optim_args", None),
+                     None, 0.0, "cpu", settings)
     torch.manual_seed(0)  # backends that draw random numbers draw the same ones everywhere
     model = new_model()
     if engine is not None:

@@ -92,6 +92,19 @@ def _sentinels() -> tuple[Any, ...]:
 
     return (heavyball.chainable.use_default,)
 
+#: class -> engines it is refused on, as tools/distributed_matrix.py measured (DDP and FSDP2,
+#: two gloo processes, against one process; 2026-12-02): each name below failed there or
+#: trained differently. Under FSDP2 most step DTensor shards with ops DTensor lacks
+#: (in-place pow_/abs_/sqrt_, _foreach_copy_) or mix a plain tensor into a DTensor, or
+#: compute per-tensor statistics (norms, factored moments, preconditioners) that a shard
+#: would compute on its part only; under DDP the create_graph names (DDP has no double
+#: backward) and AliG (its step size reads the local loss).
+ENGINE_LIMITS: dict[str, list[str]] = {
+    "MSAMLaProp": ["no_fsdp2"],
+    "Scion": ["no_fsdp2"],
+    "SUDSAdamW": ["no_fsdp2"],
+}
+
 
 TABLES = Tables(
     documentation="https://github.com/HomebrewML/HeavyBall",
@@ -103,6 +116,7 @@ TABLES = Tables(
     classes=optimizer_classes,
     excluded=EXCLUDED,
     capabilities=CAPABILITIES,
+    engine_limits=ENGINE_LIMITS,
     state=STATE,
     hand_args=HAND_ARGS,
     dropped_args=DROPPED_ARGS,
