@@ -317,10 +317,19 @@ def _check_sharded_parameters(spec: OptimizerSpec, source: ParameterSource) -> N
             f"optimizer {spec.name!r} cannot step parameters sharded by FSDP2 (capability "
             f"'{Capability.NO_FSDP2.value}'): {len(sharded)} trainable parameter(s) are "
             f"DTensors, e.g. {shown(sharded[0])}, and measured under FSDP2 it fails or does "
-            "not match one process. Use DistributedDataParallel (DDP) for it, which it "
-            "matches bit for bit, or an optimizer without 'no_fsdp2'; docs/distributed.md "
-            "has the measured matrix"
+            f"not match one process. {_engine_that_works(spec)}; docs/distributed.md has "
+            "the measured matrix"
         )
+
+
+def _engine_that_works(spec: OptimizerSpec) -> str:
+    """What to use instead of FSDP2: DDP, which the matrix shows equal to one process,
+    unless the spec cannot run under DDP either."""
+    if spec.has(Capability.NO_DDP) or spec.updates_in_backward():
+        return ("It cannot run under DistributedDataParallel (DDP) either: train it in one "
+                "process, or use an optimizer without 'no_fsdp2'")
+    return ("Use DistributedDataParallel (DDP) for it, which it matches bit for bit, or an "
+            "optimizer without 'no_fsdp2'")
 
 
 def _dtensor_parameters(source: ParameterSource) -> list[str]:

@@ -480,8 +480,9 @@ def _unguarded_text(cell: dict[str, Any]) -> str:
         apart = cell.get("replicas_apart")
         return (f"trains differently from one process, by up to {cell['max_difference']:.1e}"
                 + (f"; the replicas end {apart:.1e} apart" if apart else ""))
-    if cell["outcome"] == "fails":
-        return f"fails {cell['error'][:160]}"
+    if cell["outcome"] == "fails":  # one line, as code: backend messages hold brackets
+        first = cell["error"].splitlines()[0][:160].replace("`", "'")
+        return f"fails: `{first}`"
     return cell["outcome"]
 
 

@@ -60,7 +60,9 @@ CAPABILITIES: dict[str, list[str]] = {
     "sophiah": ["create_graph"],
     "alig": ["closure_required"],
     "sam": ["closure_required"],
-    "wsam": ["closure_required", "needs_model", "no_ddp"],
+    # WSAM takes the model, but under DDP it equals one process bit for bit
+    # (tools/distributed_matrix.py): no no_ddp.
+    "wsam": ["closure_required", "needs_model"],
     "friendlysam": ["closure_required"],
     "looksam": ["closure_required"],
     "lomo": ["needs_model", "fused_backward", "no_ddp", "single_group"],
