@@ -230,3 +230,17 @@ def test_text_progress_bar_without_tqdm():
             bar.update(text)
     assert stream.getvalue().splitlines() == [
         "2 optimizers: training 3 steps...", "2 optimizers: 3/3 steps; lowest loss: lomo 1.500"]
+
+
+def test_every_catalog_name_can_be_planned():
+    """Planning reads every spec's options (a rank without a numeric default included:
+    heavyball's PSGD-LRA derives it) without training anything."""
+    from optimhub import list_optimizers
+    from optimhub.compare.settings import plan_runs
+
+    names = [spec.name for spec in list_optimizers()]
+    plans = plan_runs(names)
+    assert {plan.name for plan in plans} == set(names)
+    lra = next(plan for plan in plans if plan.name == "heavyball_psgdlra")
+    assert "rank" not in lra.optim_args
+

@@ -193,9 +193,11 @@ def _plan(name: str, spec: OptimizerSpec, lr: float | None, lr_for_name: float |
 
 
 def _default_optim_args(spec: OptimizerSpec) -> dict[str, Any]:
-    """A small rank for low-rank specs (capped by the spec's own default)."""
+    """A small rank for low-rank specs (capped by the spec's own default). A rank whose
+    default is None (the backend derives it, e.g. from the model) is left to the backend."""
     rank = spec.args.get("rank")
-    if rank is not None and rank.has_default and rank.default > DEFAULT_RANK:
+    if (rank is not None and rank.has_default and isinstance(rank.default, int)
+            and rank.default > DEFAULT_RANK):
         return {"rank": DEFAULT_RANK}
     return {}
 
