@@ -244,3 +244,16 @@ def test_every_catalog_name_can_be_planned():
     lra = next(plan for plan in plans if plan.name == "heavyball_psgdlra")
     assert "rank" not in lra.optim_args
 
+
+
+def test_adam_mini_reads_the_compare_models_heads_from_its_config():
+    """compare's model speaks HF's config vocabulary (num_attention_heads), so Adam-mini
+    partitions its attention weights without options."""
+    pytest.importorskip("adam_mini")
+    import optimhub
+    from optimhub.compare.model import TinyCausalLM
+
+    model = TinyCausalLM()
+    assert model.config.num_attention_heads == model.config.num_heads == 4
+    optimizer = optimhub.create_optimizer("adam_mini", model, lr=1e-3)
+    assert optimizer.n_heads == 4 and optimizer.dim == model.config.hidden_size

@@ -34,6 +34,12 @@ class ModelConfig:
     max_length: int = 128
     rope_theta: float = 10_000.0
 
+    @property
+    def num_attention_heads(self) -> int:
+        """HF's name for ``num_heads``: optimizers that partition attention weights by head
+        (Adam-mini) read it from ``model.config``, as from a transformers model."""
+        return self.num_heads
+
 
 class Attention(nn.Module):
     """Multi-head causal self-attention with rotary positions (Llama's layout)."""
