@@ -243,6 +243,9 @@ def test_every_catalog_name_can_be_planned():
     assert {plan.name for plan in plans} == set(names)
     lra = next(plan for plan in plans if plan.name == "heavyball_psgdlra")
     assert "rank" not in lra.optim_args
+    # a name that takes no lr is not given one (an explicit lr would be refused)
+    assert "lr" not in next(p for p in plans if p.name == "pto_a2grad").create_kwargs()
+    assert next(p for p in plans if p.name == "adamw_torch").create_kwargs()["lr"] > 0
 
 
 

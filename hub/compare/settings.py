@@ -78,7 +78,9 @@ class RunPlan:
     def create_kwargs(self) -> dict[str, Any]:
         """The ``create_optimizer`` keywords of this run. No weight decay (HF's default),
         for every run alike: decay is a regulariser, not what is compared here."""
-        kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": 0.0}
+        kwargs: dict[str, Any] = {"weight_decay": 0.0}
+        if self.spec.has_hyperparameter("lr"):  # AliG, A2Grad: their own step size
+            kwargs["lr"] = self.lr
         if self.optim_args:
             kwargs["optim_args"] = dict(self.optim_args)
         if self.target_modules:
