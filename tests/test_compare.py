@@ -260,3 +260,14 @@ def test_adam_mini_reads_the_compare_models_heads_from_its_config():
     assert model.config.num_attention_heads == model.config.num_heads == 4
     optimizer = optimhub.create_optimizer("adam_mini", model, lr=1e-3)
     assert optimizer.n_heads == 4 and optimizer.dim == model.config.hidden_size
+
+
+def test_a_name_that_takes_no_lr_is_compared_without_a_schedule():
+    """A2Grad computes its own step size: compare gives it no lr and no lr scheduler (its
+    groups have no lr to scale), and it trains beside AdamW."""
+    pytest.importorskip("pytorch_optimizer")
+    from optimhub.compare.runner import compare
+
+    comparison = compare(["pto_a2grad"], steps=2, batch_size=4)
+    statuses = {r.name: (r.status, r.reason) for r in comparison.results}
+    assert statuses == {"adamw_torch": ("ok", ""), "pto_a2grad": ("ok", "")}

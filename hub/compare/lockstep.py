@@ -123,7 +123,10 @@ def _build(plan: RunPlan, result: RunResult, problem: Problem) -> _Run | None:
     batch: list[torch.Tensor] = []
     closure = (_closure(model, optimizer, batch)
                if plan.spec.has(Capability.CLOSURE_REQUIRED) else None)
-    scheduler = create_scheduler("constant", optimizer)
+    # A constant schedule, as a Trainer would drive it; none for an optimizer that takes no
+    # lr (AliG, A2Grad: its groups have no lr to schedule).
+    scheduler = (create_scheduler("constant", optimizer)
+                 if plan.spec.has_hyperparameter("lr") else None)
     driver = drive(optimizer, scheduler, model=model, closure=closure)
     result.optimizer_type = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
     torch.manual_seed(problem.seed)
