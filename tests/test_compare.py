@@ -271,3 +271,16 @@ def test_a_name_that_takes_no_lr_is_compared_without_a_schedule():
     comparison = compare(["pto_a2grad"], steps=2, batch_size=4)
     statuses = {r.name: (r.status, r.reason) for r in comparison.results}
     assert statuses == {"adamw_torch": ("ok", ""), "pto_a2grad": ("ok", "")}
+
+
+def test_a_backend_that_refuses_its_build_is_one_row_not_the_whole_comparison():
+    """Alice's default leading basis (40) exceeds compare's small rank: the backend raises
+    at build; that row says so and the others still train."""
+    pytest.importorskip("pytorch_optimizer")
+    from optimhub.compare.runner import compare
+
+    comparison = compare(["pto_alice"], steps=2, batch_size=4)
+    rows = {r.name: r for r in comparison.results}
+    assert rows["adamw_torch"].status == "ok"
+    assert rows["pto_alice"].status == "error"
+    assert "leading_basis" in rows["pto_alice"].reason

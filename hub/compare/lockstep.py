@@ -27,7 +27,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import BackendUnavailableError, MissingBackendError, OptimHubError, PluginLoadError
+from ..errors import (
+    BackendUnavailableError,
+    BuildError,
+    MissingBackendError,
+    OptimHubError,
+    PluginLoadError,
+)
 from ..factory import create_optimizer
 from ..layerwise import LayerwiseOptimizer
 from ..schedules import create_scheduler
@@ -114,6 +120,9 @@ def _build(plan: RunPlan, result: RunResult, problem: Problem) -> _Run | None:
         optimizer = create_optimizer(plan.spec.name, model, **plan.create_kwargs())
     except UNAVAILABLE as exc:
         result.status, result.reason = "unavailable", _first_line(exc)
+        return None
+    except BuildError as exc:  # the backend refused what the hub built: that name's row
+        result.status, result.reason = "error", _first_line(exc)
         return None
     except OptimHubError:
         raise  # bad settings: refused before any training
