@@ -46,6 +46,7 @@ import argparse
 import datetime
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -57,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,7 +257,12 @@ def _train(name: str, engine: str | None, rank: int | None, *,
     settings = dict(_catalog_settings().get(name, {}))
     config = _config(spec, STEPS, settings.pop("lr", None), settings.pop("optim_args", None),
                      None, 0.0, "cpu", settings)
-    torch.manual_seed(0)  # backends that draw random numbers draw the same ones everywhere
+    # Backends that draw random numbers draw the same ones everywhere, as after HF's
+    # set_seed on every rank: torch's, numpy's (pto_kron decides when to balance its
+    # preconditioner with numpy's global RNG) and Python's generators.
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
     model = new_model()
     if engine is not None:
         model = _wrapped(engine, model)
