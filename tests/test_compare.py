@@ -268,9 +268,11 @@ def test_a_name_that_takes_no_lr_is_compared_without_a_schedule():
     pytest.importorskip("pytorch_optimizer")
     from optimhub.compare.runner import compare
 
-    comparison = compare(["pto_a2grad"], steps=2, batch_size=4)
+    comparison = compare(["pto_a2grad", "pto_ranger21"], steps=2, batch_size=4)
     statuses = {r.name: (r.status, r.reason) for r in comparison.results}
-    assert statuses == {"adamw_torch": ("ok", ""), "pto_a2grad": ("ok", "")}
+    # Ranger21 needs the run length (num_iterations): compare gives max_steps
+    assert statuses == {"adamw_torch": ("ok", ""), "pto_a2grad": ("ok", ""),
+                        "pto_ranger21": ("ok", "")}
 
 
 def test_a_backend_that_refuses_its_build_is_one_row_not_the_whole_comparison():

@@ -117,7 +117,9 @@ def _build(plan: RunPlan, result: RunResult, problem: Problem) -> _Run | None:
     model = build_model(problem.seed, problem.model)
     torch.manual_seed(problem.seed)  # backends may draw at build time (projections)
     try:
-        optimizer = create_optimizer(plan.spec.name, model, **plan.create_kwargs())
+        # The run's length, as a Trainer gives it: Ranger21's warm-down needs it.
+        optimizer = create_optimizer(plan.spec.name, model, max_steps=problem.steps,
+                                     **plan.create_kwargs())
     except UNAVAILABLE as exc:
         result.status, result.reason = "unavailable", _first_line(exc)
         return None
