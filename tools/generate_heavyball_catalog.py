@@ -92,13 +92,11 @@ def _sentinels() -> tuple[Any, ...]:
 
     return (heavyball.chainable.use_default,)
 
-#: class -> engines it is refused on, as tools/distributed_matrix.py measured (DDP and FSDP2,
-#: two gloo processes, against one process; 2026-12-02): each name below failed there or
-#: trained differently. Under FSDP2 most step DTensor shards with ops DTensor lacks
-#: (in-place pow_/abs_/sqrt_, _foreach_copy_) or mix a plain tensor into a DTensor, or
-#: compute per-tensor statistics (norms, factored moments, preconditioners) that a shard
-#: would compute on its part only; under DDP the create_graph names (DDP has no double
-#: backward) and AliG (its step size reads the local loss).
+
+#: class -> engines it is refused on, as tools/distributed_matrix.py measured (DDP and
+#: FSDP2, two gloo processes, against one process; 2026-12-02): under FSDP2 these three
+#: fail on DTensor shards or train differently (schedule-free averaging and norm-based
+#: steps computed on a shard's part only).
 ENGINE_LIMITS: dict[str, list[str]] = {
     "MSAMLaProp": ["no_fsdp2"],
     "Scion": ["no_fsdp2"],
