@@ -812,24 +812,23 @@ class _Checks:
         return f"{measured:.3f} bytes/param, as declared"
 
     def needs_model(self) -> str:
-        params = list(self.config.model().parameters())
-        try:
-            optimizer = create_optimizer(self.spec.name, params, **self.config.kwargs())
-        except CapabilityError as exc:
-            return f"bare parameters refused: {_first_line(exc)}"
-        _close(optimizer)
-        raise _CheckFailed("the spec needs the model, but bare parameters built "
-                           f"{type(optimizer).__name__} without CapabilityError")
+        return self._refused(list(self.config.model().parameters()), "bare parameters refused",
+                             "the spec needs the model, but bare parameters")
 
     def matrix_only(self) -> str:
         model = conformance_model().to(self.config.device)  # every parameter trainable
+        return self._refused(model, "non-matrix parameters refused", "the spec is "
+                             "matrix_only, but a model with biases and norms", limit=120)
+
+    def _refused(self, source: Any, refused: str, built: str, *, limit: int | None = None
+                 ) -> str:
+        """Build on ``source``: the check passes when the hub raises CapabilityError."""
         try:
-            optimizer = create_optimizer(self.spec.name, model, **self.config.kwargs())
+            optimizer = create_optimizer(self.spec.name, source, **self.config.kwargs())
         except CapabilityError as exc:
-            return f"non-matrix parameters refused: {_first_line(exc)[:120]}"
+            return f"{refused}: {_first_line(exc)[:limit]}"
         _close(optimizer)
-        raise _CheckFailed("the spec is matrix_only, but a model with biases and norms built "
-                           f"{type(optimizer).__name__} without CapabilityError")
+        raise _CheckFailed(f"{built} built {type(optimizer).__name__} without CapabilityError")
 
     def target_modules(self) -> str:
         try:
