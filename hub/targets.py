@@ -31,9 +31,11 @@ result and say why in the table.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from torch import nn
@@ -91,7 +93,7 @@ class TargetMatch:
                              parameter=parameter, numel=numel)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TargetSelection:
     """What ``optim_target_modules`` selects in one model.
 
@@ -100,28 +102,44 @@ class TargetSelection:
     was read (``"all-linear"``, ``"regex"`` for a single str, ``"list"``), because the same
     single pattern matches differently as a str and as a one-item list.
     ``trainable_numel`` is the model's trainable parameter count, for the share shown by
-    ``str()``.
+    ``str()``. ``parameter_names`` and ``numel`` are the selected weights and their size.
+
+    ``matches`` (one :class:`TargetMatch` per matched module, with the reason for each
+    ignored one) is built when first read: the factory needs only the selected names, and
+    on a 10k-tensor model the 11k match records (and the garbage collections their
+    allocation triggers) cost as much as the rest of the build.
     """
 
     patterns: tuple[str, ...]
-    matches: tuple[TargetMatch, ...]
-    mode: str = _MODE_LIST
-    trainable_numel: int = 0
+    mode: str
+    parameter_names: tuple[str, ...]
+    numel: int
+    _explain: Callable[[], tuple[TargetMatch, ...]] = field(repr=False)
+    _count_trainable: Callable[[], int] = field(repr=False)
 
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        """The selected weights, in ``named_parameters()`` order."""
-        return tuple(m.parameter for m in self.matches if m.selected and m.parameter)
+    @cached_property
+    def matches(self) -> tuple[TargetMatch, ...]:
+        """Every matched module with its verdict, in ``named_modules()`` order."""
+        return self._explain()
 
-    @property
-    def numel(self) -> int:
-        """How many scalars the selected weights hold."""
-        return sum(m.numel for m in self.matches if m.selected)
+    @cached_property
+    def trainable_numel(self) -> int:
+        """The model's trainable parameter count, for the share ``str()`` shows."""
+        return self._count_trainable()
 
     @property
     def ignored(self) -> tuple[TargetMatch, ...]:
         """Matches whose weight is not a target (non-Linear, frozen, tied...)."""
         return tuple(m for m in self.matches if not m.selected)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TargetSelection):
+            return NotImplemented
+        return (self.patterns, self.mode, self.trainable_numel, self.matches) == (
+            other.patterns, other.mode, other.trainable_numel, other.matches)
+
+    def __hash__(self) -> int:
+        return hash((self.patterns, self.mode, self.parameter_names))
 
     def describe_patterns(self) -> str:
         """``optim_target_modules=...`` as the user wrote it, and how it is matched."""
@@ -193,24 +211,9 @@ def explain_targets(
     ``list(model.named_modules())`` when the caller has them already (the factory does),
     so that the model is not walked again for them.
     """
-    items, mode = _normalize(patterns)
-    _check_model(model)
-    compiled = _compile(items, mode)
-    if named_parameters is None:
-        named_parameters = list(model.named_parameters())
-    canonical = _canonical_names(named_parameters)
-    matches: list[TargetMatch] = []
-    # The root is never a target (HF fullmatches ".*" against it).
-    modules = [(n, m) for n, m in (model.named_modules() if named_modules is None
-                                   else named_modules) if n]
-    names = [n for n, _ in modules]
-    full = [pattern.fullmatch_each(names) for pattern in compiled]  # each name once
-    for index, (module_name, module) in enumerate(modules):
-        hit = _match(module_name, module, items, [f[index] for f in full], mode)
-        if hit is not None:
-            matches.append(_judge(module_name, module, *hit, canonical=canonical))
-    trainable = sum(p.numel() for _, p in named_parameters if p.requires_grad)
-    return TargetSelection(tuple(items), tuple(matches), mode, trainable)
+    selection = _selection(model, patterns, named_parameters, named_modules)
+    _ = selection.matches, selection.trainable_numel  # the model as it is now
+    return selection
 
 
 def select_targets(
@@ -223,13 +226,52 @@ def select_targets(
 
     Like ``explain_targets``, but a low-rank optimizer without targets would silently be
     plain Adam, so selecting no weight is a ``TargetModulesError`` that lists the model's
-    real ``nn.Linear`` names and the matches that were ignored.
+    real ``nn.Linear`` names and the matches that were ignored. The factory needs only
+    ``parameter_names``: the per-module ``matches`` are worked out when first read.
     """
-    selection = explain_targets(model, patterns, named_parameters,  # type: ignore[arg-type]
-                                named_modules)
+    selection = _selection(model, patterns, named_parameters, named_modules)
     if not selection.parameter_names:
         raise TargetModulesError(_nothing_selected_message(model, selection))
     return selection
+
+
+def _selection(
+    model: nn.Module,
+    patterns: object,
+    named_parameters: Sequence[tuple[str, Any]] | None,
+    named_modules: Sequence[tuple[str, nn.Module]] | None,
+) -> TargetSelection:
+    """The selected weights now; the verdict on every matched module when asked: on a
+    10k-tensor model the 11k match records of the full table (and the garbage
+    collections they trigger) cost as much as the rest of the build."""
+    items, mode = _normalize(patterns)
+    _check_model(model)
+    compiled = _compile(items, mode)
+    if named_parameters is None:
+        named_parameters = list(model.named_parameters())
+    canonical = _canonical_names(named_parameters)
+    # The root is never a target (HF fullmatches ".*" against it).
+    modules = [(n, m) for n, m in (model.named_modules() if named_modules is None
+                                   else named_modules) if n]
+    rules = _first_rules(items, mode, compiled, modules)
+    selected: list[str] = []
+    numel = 0
+    for (name, module), rule in zip(modules, rules, strict=True):
+        if rule is not None and isinstance(module, nn.Linear):
+            weight = _target_weight(name, module, canonical)
+            if weight is not None:
+                selected.append(f"{name}.weight")
+                numel += weight.numel()
+
+    def explain() -> tuple[TargetMatch, ...]:
+        return tuple(_judge(name, module, *rule, canonical=canonical)
+                     for (name, module), rule in zip(modules, rules, strict=True)
+                     if rule is not None)
+
+    def count_trainable() -> int:
+        return sum(p.numel() for _, p in named_parameters if p.requires_grad)
+
+    return TargetSelection(items, mode, tuple(selected), numel, explain, count_trainable)
 
 
 # -- validation ----------------------------------------------------------------------
@@ -306,30 +348,55 @@ def _compile(items: tuple[str, ...], mode: str) -> tuple[BoundedPattern, ...]:
 # -- matching ------------------------------------------------------------------------
 
 
-def _match(
-    name: str,
-    module: nn.Module,
+def _first_rules(
     items: tuple[str, ...],
-    fullmatches: list[bool],
     mode: str,
-) -> tuple[str, str] | None:
-    """``(pattern, how)`` for the first rule that matches ``name``, as HF tries them;
-    ``fullmatches``: whether each compiled pattern fullmatches ``name``."""
+    compiled: tuple[BoundedPattern, ...],
+    modules: Sequence[tuple[str, nn.Module]],
+) -> list[tuple[str, str] | None]:
+    """For each module, ``(pattern, how)`` of the first rule that matches it, as HF tries
+    them, or None: the whole-value special case (all-linear), one regex (a str), or per
+    list item exact name, else substring, else regex.
+
+    Each regex runs once over the names no earlier rule took (``fullmatch_each``, a DFA
+    that continues a name from its parent's state): when the items are module names (a
+    routed GaLore's targets), substrings take nearly every Linear and the regexes see
+    only what is left. The ``(pattern, how)`` pairs are shared, not made per module."""
+    names = [name for name, _ in modules]
     if mode == _MODE_ALL_LINEAR:
-        return (items[0], "all-linear") if isinstance(module, nn.Linear) else None
+        linear = (items[0], "all-linear")
+        return [linear if isinstance(module, nn.Linear) else None for _, module in modules]
     if mode == _MODE_REGEX:
-        if not fullmatches[0]:
-            return None
-        return items[0], ("exact" if items[0] == name else "regex")
-    if name in items:
-        return name, "exact"
-    for item in items:
-        if item in name:
-            return item, "substring"
-    for item, matched in zip(items, fullmatches, strict=True):
-        if matched:
-            return item, "regex"
-    return None
+        exact, regex = (items[0], "exact"), (items[0], "regex")
+        return [(exact if name == items[0] else regex) if hit else None
+                for name, hit in zip(names, compiled[0].fullmatch_each(names), strict=True)]
+    exact_rules = {item: (item, "exact") for item in items}
+    substring_rules = [(item, (item, "substring")) for item in items]
+    rules: list[tuple[str, str] | None] = []
+    pending: list[int] = []
+    for index, name in enumerate(names):
+        rule = exact_rules.get(name)
+        if rule is None:
+            for item, hit in substring_rules:
+                if item in name:
+                    rule = hit
+                    break
+            else:
+                pending.append(index)
+        rules.append(rule)
+    for item, pattern in zip(items, compiled, strict=True):
+        if not pending:
+            break
+        regex = (item, "regex")
+        still: list[int] = []
+        for index, hit in zip(pending, pattern.fullmatch_each([names[i] for i in pending]),
+                              strict=True):
+            if hit:
+                rules[index] = regex
+            else:
+                still.append(index)
+        pending = still
+    return rules
 
 
 def _canonical_names(named_parameters: Sequence[tuple[str, Any]]) -> dict[int, str]:
@@ -337,17 +404,24 @@ def _canonical_names(named_parameters: Sequence[tuple[str, Any]]) -> dict[int, s
     return {id(param): name for name, param in named_parameters}
 
 
+def _target_weight(name: str, module: nn.Module, canonical: dict[int, str]) -> Any:
+    """The weight of a matched module if it is a target, else None: a trainable
+    ``nn.Linear`` weight listed under this module's name. The common case, asked for
+    every matched Linear of every build; ``_rejection`` says why when it is None."""
+    if not isinstance(module, nn.Linear):
+        return None
+    weight = _weight(module)
+    if (isinstance(weight, nn.Parameter) and weight.requires_grad
+            and canonical.get(id(weight)) == f"{name}.weight"):
+        return weight
+    return None
+
+
 def _judge(
     name: str, module: nn.Module, pattern: str, how: str, *, canonical: dict[int, str]
 ) -> TargetMatch:
     """A matched module's verdict: is its weight a target, and if not, why not."""
     kind = type(module).__name__
-    if isinstance(module, nn.Linear):  # the common case first: a target, in one call less
-        weight = _weight(module)
-        if (isinstance(weight, nn.Parameter) and weight.requires_grad
-                and canonical.get(id(weight)) == f"{name}.weight"):
-            return TargetMatch(name, kind, pattern, how, True, "", f"{name}.weight",
-                               weight.numel())
     reason, weight = _rejection(name, module, canonical)
     if reason:
         return TargetMatch(name, kind, pattern, how, False, reason, None, 0)
@@ -376,10 +450,17 @@ def _weight(module: nn.Module) -> Any:
     """``getattr(module, "weight", None)``, read from ``_parameters`` when nothing else
     could answer the attribute (``Module.__getattr__`` costs about a microsecond, and
     this runs for every matched Linear of the model)."""
-    if "weight" in module._parameters and "weight" not in module.__dict__ and not hasattr(
-            type(module), "weight"):
+    if ("weight" in module._parameters and "weight" not in module.__dict__
+            and _weight_is_registered(type(module))):
         return module._parameters["weight"]
     return getattr(module, "weight", None)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: FSDP2 and tests make classes at run time
+def _weight_is_registered(kind: type) -> bool:
+    """No class attribute (a property, a descriptor) answers ``weight`` before the
+    registered parameter does; per class, asked once."""
+    return not hasattr(kind, "weight")
 
 
 # -- the "nothing selected" error ----------------------------------------------------

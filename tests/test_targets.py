@@ -101,6 +101,42 @@ def check_parity(model: nn.Module, patterns, monkeypatch) -> None:
         if m.how in ("exact", "substring") and m.reason.startswith("not an nn.Linear")
     }
     assert exact_or_substring == set(hf_warned)
+    # The selection is made before (and apart from) the per-module verdicts: they agree.
+    assert selection.parameter_names == tuple(m.parameter for m in selection.matches
+                                              if m.selected)
+
+
+def _weight_shadowed(inputs: int, outputs: int) -> nn.Linear:
+    """A Linear whose ``weight`` attribute is not its registered parameter (a property
+    of its class, set after construction, answers it)."""
+
+    class WeightProperty(nn.Linear):
+        weight = property(lambda self: self._parameters["weight"] * 2)  # type: ignore
+
+    layer = nn.Linear(inputs, outputs)
+    layer.__class__ = WeightProperty
+    return layer
+
+
+@pytest.mark.parametrize("patterns", ["all-linear", [".*"], ".*", ["a", r"b\..*"]], ids=repr)
+def test_the_selection_and_the_verdicts_agree_on_every_kind_of_match(patterns):
+    """Frozen, tied, property-shadowed and non-Linear matches: what the factory reads
+    (``parameter_names``, ``numel``) is what the per-module table says."""
+    model = nn.Module()
+    model.a = nn.Linear(3, 3)
+    model.frozen_a = nn.Linear(3, 3).requires_grad_(False)
+    model.b = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _weight_shadowed(4, 4))
+    model.tied = nn.Linear(3, 3)
+    model.tied.weight = model.a.weight
+    model.conv = Conv1D(3, 3)
+    selection = select_targets(model, patterns)
+    chosen = [m for m in selection.matches if m.selected]
+    assert selection.parameter_names == tuple(m.parameter for m in chosen)
+    assert selection.numel == sum(m.numel for m in chosen)
+    assert selection == explain_targets(model, patterns)
+    assert "a.weight" in selection.parameter_names
+    assert "tied.weight" not in selection.parameter_names
+    assert "frozen_a.weight" not in selection.parameter_names
 
 
 @pytest.mark.parametrize("patterns", TOY_PATTERNS + LLAMA_PATTERNS, ids=repr)
