@@ -93,6 +93,7 @@ class BoundedPattern:
                                 tuple[frozenset[int], bool]], ...] = ({}, {})
         self._start_closed = (frozenset() if self._asserts
                               else self._close(frozenset((self._start,)), _no_assertion))
+        self._literals = _required_literals(parsed, flags)
 
     def __repr__(self) -> str:
         return f"BoundedPattern({self.pattern!r}, {len(self._kinds)} states)"
@@ -100,12 +101,16 @@ class BoundedPattern:
     # ---- matching --------------------------------------------------------------------
     def fullmatch(self, text: str) -> bool:
         """``re.fullmatch(pattern, text) is not None``."""
+        if not self._may_match(text):
+            return False
         if not self._asserts:
             return self._run_dfa(text, anchored=True, prefix=False)
         return self._run(text, 0, len(text), anchored=True, prefix=False)
 
     def search(self, text: str) -> bool:
         """``re.search(pattern, text) is not None``."""
+        if not self._may_match(text):
+            return False
         if not self._asserts:
             return self._run_dfa(text, anchored=False, prefix=True)
         return self._run(text, 0, len(text), anchored=False, prefix=True)
@@ -120,7 +125,10 @@ class BoundedPattern:
         states: dict[str, frozenset[int]] = {}
         match = self._match
         answers = []
-        for name in names:
+        for name, possible in zip(names, self._possible(names), strict=True):
+            if not possible:
+                answers.append(False)  # not kept in ``states``: a child starts afresh
+                continue
             parent, dot, last = name.rpartition(".")
             current = states.get(parent) if dot else None
             if current is None:
@@ -133,6 +141,19 @@ class BoundedPattern:
             states[name] = current
             answers.append(match in current)
         return answers
+
+    def _may_match(self, text: str) -> bool:
+        """False when ``text`` lacks a literal that every match contains: a substring
+        test in C instead of the engine, for most names against patterns like
+        ``.*attn.*``."""
+        return all(literal in text for literal in self._literals)
+
+    def _possible(self, names: Sequence[str]) -> list[bool]:
+        """``_may_match`` of each of ``names``, one comprehension per literal."""
+        possible = [True] * len(names)
+        for literal in self._literals:
+            possible = [ok and literal in name for ok, name in zip(possible, names, strict=True)]
+        return possible
 
     def _state_after(self, text: str) -> frozenset[int]:
         """The anchored DFA state after all of ``text``."""
@@ -339,6 +360,26 @@ class BoundedPattern:
         for _ in range(low):
             current = self._build(sub, flags, current)
         return current
+
+
+def _required_literals(parsed: Any, flags: int) -> tuple[str, ...]:
+    """The runs of literal characters in the pattern's top-level sequence: every match,
+    full or searched, contains each of them (``"attn"`` for ``.*attn.*``). None under
+    case-insensitive matching, where a literal stands for several characters."""
+    if flags & re.IGNORECASE:
+        return ()
+    runs: list[str] = []
+    current: list[str] = []
+    for op, argument in parsed:
+        if op is _sre.LITERAL:
+            current.append(chr(argument))
+            continue
+        if current:
+            runs.append("".join(current))
+            current = []
+    if current:
+        runs.append("".join(current))
+    return tuple(runs)
 
 
 def _no_assertion(index: int) -> bool:

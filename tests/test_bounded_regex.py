@@ -69,6 +69,8 @@ def test_generated_patterns_agree_with_re(pattern: str, texts: list[str]) -> Non
     for text in texts:
         assert bounded.fullmatch(text) == (re.fullmatch(pattern, text) is not None)
         assert bounded.search(text) == (re.search(pattern, text) is not None)
+    assert bounded.fullmatch_each(texts) == [re.fullmatch(pattern, t) is not None
+                                             for t in texts]
 
 
 @settings(max_examples=200, deadline=None)
