@@ -168,13 +168,14 @@ def _assign(route_set: RouteSet, roles: Mapping[str, ParameterRole]) -> dict[str
     """The first matching route takes each parameter; everything taken, every route used."""
     claims: dict[str, list[str]] = {label: [] for label in route_set.labels}
     unclaimed: list[ParameterRole] = []
-    for entry in roles.values():
-        label = next((label for label, route in route_set if route.select.matches(entry)),
-                     None)
-        if label is None:
-            unclaimed.append(entry)
+    selectors = [(claims[label], route.select) for label, route in route_set]
+    for entry in roles.values():  # per parameter: loops, not a generator per entry
+        for taken, select in selectors:
+            if select.matches(entry):
+                taken.append(entry.name)
+                break
         else:
-            claims[label].append(entry.name)
+            unclaimed.append(entry)
     if not roles:
         raise RoutingError("the model has no trainable parameters to route")
     if unclaimed:
