@@ -41,6 +41,7 @@ def build_request(prepared: Prepared) -> BuildRequest:
         kwargs=constructor_kwargs(spec, arguments, options),
         options=options,
         model=prepared.source.module,
+        named_modules=prepared.source.named_modules,
         weight_decay=arguments.weight_decay,
         arguments=arguments,
     )

@@ -35,6 +35,9 @@ class BuildRequest:
     - ``options``: all typed ``optim_args`` by user-facing name (defaults filled in),
       for builders that must route options themselves.
     - ``model``: the model when one was given (``None`` for bare parameters).
+    - ``named_modules``: ``list(model.named_modules())`` from the hub's one walk of the
+      model (``None`` without a model): a builder that looks for modules of a type reads
+      this rather than walking a 10k-module model again.
     - ``weight_decay``: the decay the user asked for, for backends that take it as a
       constructor argument rather than per group (the groups already carry it).
     - ``arguments``: all resolved arguments (e.g. ``arguments.warmup_step_count()`` for
@@ -47,6 +50,7 @@ class BuildRequest:
     kwargs: dict[str, Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
+    named_modules: list[tuple[str, nn.Module]] | None = None
     weight_decay: float = 0.0
     arguments: OptimizerArguments = field(default_factory=OptimizerArguments)
 

@@ -43,6 +43,8 @@ from optimhub.plugin import (
 from ._bitsandbytes_rules import QMAP_BYTES, bnb_state_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
     from torch import nn
 
@@ -54,13 +56,16 @@ def _construct(attribute: str, request: BuildRequest, kwargs: dict[str, Any]
     bnb_optim = importlib.import_module("bitsandbytes.optim")
     optimizer = getattr(bnb_optim, attribute)(request.param_groups, **kwargs)
     if request.spec.fixed.get("optim_bits") == 8 and request.model is not None:
-        keep_embeddings_32bit(optimizer, request.model)
+        modules = request.named_modules
+        keep_embeddings_32bit(optimizer, request.model.named_modules() if modules is None
+                              else modules)
     return optimizer
 
 
-def keep_embeddings_32bit(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
-    """Give every optimized ``nn.Embedding`` weight of ``model`` 32-bit state; returns the
-    names of the weights overridden.
+def keep_embeddings_32bit(optimizer: torch.optim.Optimizer,
+                          named_modules: Iterable[tuple[str, nn.Module]]) -> list[str]:
+    """Give every optimized ``nn.Embedding`` weight among ``named_modules`` (the model's)
+    32-bit state; returns the names of the weights overridden.
 
     bnb reads ``GlobalOptimManager.pid2config`` (keyed by ``id(param)``) when it creates a
     parameter's state at the first step. The entry is removed when the parameter is
@@ -71,7 +76,7 @@ def keep_embeddings_32bit(optimizer: torch.optim.Optimizer, model: nn.Module) ->
     manager = importlib.import_module("bitsandbytes.optim").GlobalOptimManager.get_instance()
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     names = []
-    for module_name, module in model.named_modules():
+    for module_name, module in named_modules:
         weight = getattr(module, "weight", None) if isinstance(module, nn.Embedding) else None
         if weight is None or id(weight) not in optimized:
             continue
