@@ -62,16 +62,21 @@ def _split_by_rank(
 ) -> dict[int, list[tuple[str, torch.Tensor]]]:
     """Parameters by effective rank; dict order is first appearance, lists keep model order."""
     buckets: dict[int, list[tuple[str, torch.Tensor]]] = {}
+    rank = int(group[RANK_KEY])
     for name, param in zip(names, group["params"], strict=True):
-        if param.dim() != 2:
+        shape = param.shape
+        if len(shape) != 2:
             raise TargetModulesError(
                 f"optimizer {optimizer!r}: target parameter {name!r} has shape "
                 f"{tuple(param.shape)}, but only 2-D weight matrices can get a low-rank "
                 "update (the backend fails at the first step otherwise); narrow "
                 "optim_target_modules to nn.Linear layers"
             )
-        rank = min(int(group[RANK_KEY]), *param.shape)
-        buckets.setdefault(rank, []).append((name, param))
+        effective = rank if rank <= shape[0] and rank <= shape[1] else min(shape)
+        bucket = buckets.get(effective)
+        if bucket is None:
+            bucket = buckets[effective] = []
+        bucket.append((name, param))
     return buckets
 
 

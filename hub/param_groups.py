@@ -350,8 +350,8 @@ def build_param_groups(
     parsed = parse_rules(rules)
     _check_weight_decay(weight_decay)
     _check_target_options(target_options)
-    targets = _check_target_names(target_names, named_params)
     decayed = _decayed(trainable, decay_names)
+    targets = _check_target_names(target_names, named_params, decayed)
     _check_rules_match(parsed, trainable, named_params)
 
     return _assemble(trainable, targets, decayed, float(weight_decay), parsed, target_options,
@@ -438,11 +438,14 @@ def _check_target_options(options: Mapping[str, object]) -> None:
 
 
 def _check_target_names(
-    target_names: Collection[str], named_params: Sequence[tuple[str, torch.nn.Parameter]]
+    target_names: Collection[str], named_params: Sequence[tuple[str, torch.nn.Parameter]],
+    trainable: Collection[str],
 ) -> frozenset[str]:
-    """Targets as a set; a name that is not among the given parameters is a caller bug."""
+    """Targets as a set; a name that is not among the given parameters is a caller bug.
+    ``trainable``: the trainable names, which hold every target but a frozen one: the
+    set of all names is made only when a target is not among them."""
     targets = frozenset(target_names)
-    if not targets:
+    if not targets or all(name in trainable for name in targets):
         return targets
     unknown = sorted(targets - {name for name, _ in named_params})
     if unknown:

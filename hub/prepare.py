@@ -65,6 +65,8 @@ class Prepared:
         selected = select_targets(self.source.module, self.arguments.optim_target_modules,
                                   self.source.model_named, self.source.named_modules
                                   ).parameter_names
+        if self.source.named is self.source.model_named:  # the whole model
+            return selected
         given = {name for name, _ in self.source.named}  # a route's share of the model
         return tuple(name for name in selected if name in given)
 

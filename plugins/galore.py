@@ -72,15 +72,24 @@ def check_galore_projection(
     once the rank reaches the row count, and multiplies the wrong way round
     (``RuntimeError: mat1 and mat2 shapes cannot be multiplied``).
     """
-    for group, name, param in low_rank_members(groups, names):
+    for group, name, param in low_rank_members(
+            *_reverse_std_groups(groups, names)):  # asked of every target: filter groups first
         rows, cols = param.shape
-        if group.get("proj_type") == "reverse_std" and rows < cols and group[RANK_KEY] >= rows:
+        if rows < cols and group[RANK_KEY] >= rows:
             raise OptimArgsError(
                 f"optimizer {optimizer!r}: proj_type='reverse_std' with rank "
                 f"{group[RANK_KEY]} fails at the first step for {name!r} ({rows}x{cols}): "
                 "galore-torch projects it back the wrong way round once the rank reaches "
                 f"its row count. Use rank < {rows}, or proj_type='std'."
             )
+
+
+def _reverse_std_groups(groups: Sequence[dict[str, Any]], names: Sequence[Sequence[str]]
+                        ) -> tuple[list[dict[str, Any]], list[Sequence[str]]]:
+    """The groups (and their names) with ``proj_type="reverse_std"``."""
+    chosen = [(group, group_names) for group, group_names in zip(groups, names, strict=True)
+              if group.get("proj_type") == "reverse_std"]
+    return [group for group, _ in chosen], [group_names for _, group_names in chosen]
 
 
 # -- bitsandbytes --------------------------------------------------------------------
