@@ -27,7 +27,7 @@ from .prepare import Prepared
 from .roles import layer_count, layer_indices, parameter_roles
 from .spec import OptimizerSpec
 
-__all__ = ["build_request", "constructor_kwargs", "layer_lr_scales"]
+__all__ = ["build_request", "constructor_kwargs", "group_count", "layer_lr_scales"]
 
 
 def build_request(prepared: Prepared) -> BuildRequest:
@@ -45,6 +45,15 @@ def build_request(prepared: Prepared) -> BuildRequest:
         weight_decay=arguments.weight_decay,
         arguments=arguments,
     )
+
+
+def group_count(prepared: Prepared) -> int:
+    """How many parameter groups the backend gets: the groups a build would make, or one
+    per trainable parameter when layerwise (an optimizer each). Reads shapes and names
+    only, so a meta-device model is enough (what an estimate is given)."""
+    if prepared.layerwise:
+        return sum(1 for _, p in prepared.source.named if p.requires_grad)
+    return len(_param_groups(prepared).groups)
 
 
 def constructor_kwargs(

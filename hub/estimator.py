@@ -70,13 +70,18 @@ class ParamShape:
 @dataclass(frozen=True)
 class EstimateRequest:
     """What an estimator receives: the spec, its typed options (defaults filled in, as
-    ``BuildRequest.options``), the model's parameters as shapes, and whether the run is
-    layerwise (one optimizer per parameter, stepped in backward)."""
+    ``BuildRequest.options``), the model's parameters as shapes, whether the run is
+    layerwise (one optimizer per parameter, stepped in backward), and how many parameter
+    groups the backend is given."""
 
     spec: OptimizerSpec
     options: Mapping[str, Any]
     params: tuple[ParamShape, ...]
     layerwise: bool = False
+    #: How many parameter groups the hub hands the backend (HF's decay and no-decay
+    #: groups, a rule's, a target group...; one per parameter when layerwise), for a
+    #: backend that keeps some state per group rather than per parameter.
+    param_groups: int = 1
 
     @property
     def trainable(self) -> tuple[ParamShape, ...]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from .assemble import group_count
 from .errors import CapabilityError, EstimateUnavailableError, OptimArgsError, OptimHubError
 from .estimator import EstimateRequest, Estimator, ParamShape, StateEstimate
 from .model_shapes import MODEL_SPEC_EXAMPLE, FlatModel, parse_model_spec
@@ -185,6 +186,7 @@ def estimate(name: str, model: nn.Module | str, args: Any = None, **overrides: A
         options=prepared.options,
         params=describe_model(prepared.source.module or module, prepared.target_names),
         layerwise=prepared.layerwise,
+        param_groups=group_count(prepared),
     )
     entry = prepared.entry
     return estimate_from_request(request, entry.estimator, plugin=entry.plugin.describe())
@@ -202,6 +204,7 @@ def route_estimates(plan: RoutingPlan, module: nn.Module
             options=route.prepared.options,
             params=tuple(p for p in shapes if p.name in taken),
             layerwise=route.prepared.layerwise,
+            param_groups=group_count(route.prepared),
         )
         entry = route.prepared.entry
         result.append((route, estimate_from_request(request, entry.estimator,

@@ -221,8 +221,16 @@ def estimate_factored(request: EstimateRequest) -> StateEstimate:
 
 
 def estimate_scalars(request: EstimateRequest) -> StateEstimate:
-    """ASGD: no buffer the size of a parameter, one 1-element tensor per parameter."""
-    return StateEstimate(4 * len(request.trainable))
+    """ASGD: no buffer the size of a parameter; in each parameter group, the previous and
+    current parameter and gradient norms of the group (four 1-element fp32 tensors)."""
+    return StateEstimate(16 * request.param_groups)
+
+
+def estimate_a2grad(request: EstimateRequest) -> StateEstimate:
+    """A2Grad: the averaged gradient and the iterate (two buffers the parameter's size),
+    and a 1-element fp32 ``v_k`` per parameter (``variant='exp'``: a second, ``v_kk``)."""
+    scalars = 8 if request.option("variant", "uni") == "exp" else 4
+    return StateEstimate(dense_bytes(request.trainable, 2) + scalars * len(request.trainable))
 
 
 def estimate_adashift(request: EstimateRequest) -> StateEstimate:
@@ -410,6 +418,7 @@ def estimate_adam_mini(request: EstimateRequest) -> StateEstimate:
 ESTIMATORS: dict[str, Callable[[EstimateRequest], StateEstimate]] = {
     "adalomo": estimate_factored,
     "asgd": estimate_scalars,
+    "a2grad": estimate_a2grad,
     "adashift": estimate_adashift,
     "galore": estimate_low_rank,
     "apollo": estimate_low_rank,

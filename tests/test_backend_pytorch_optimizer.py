@@ -193,6 +193,28 @@ def test_the_meta_device_probe_is_the_measured_state(name) -> None:
     assert "probe" in " ".join(estimated.notes)
 
 
+@pytest.mark.parametrize(("name", "settings"), [
+    ("pto_asgd", {"lr": 1e-3}),  # HF's decay and no-decay groups
+    ("pto_asgd", {"lr": 1e-3, "param_group_rules": [{"pattern": r".*\.0\..*", "lr": 1e-4}]}),
+    ("pto_a2grad", {}),
+    ("pto_a2grad", {"optim_args": "variant=exp"}),
+])
+def test_state_kept_per_group_or_per_tensor_is_estimated_exactly(name, settings) -> None:
+    """ASGD keeps four 1-element norms per parameter group (an estimate per parameter
+    said 84 B where 32 B were measured); A2Grad one (exp: two) per parameter besides its
+    two buffers (8 B/param said 84 B too few). Estimated = measured, whatever the groups."""
+    model = ot.conformance_model()
+    estimated = optimhub.estimate(name, model, **settings).state_bytes
+    optimizer = optimhub.create_optimizer(name, model, **settings)
+    driver = optimhub.drive(optimizer, model=model)
+    for _ in range(2):
+        driver.backward(ot.conformance_loss(model, ot.conformance_batch()))
+        driver.step()
+    assert estimated == ot.state_bytes(optimizer)
+    if name == "pto_asgd":
+        assert estimated == 16 * len(optimizer.param_groups)
+
+
 def test_adashift_checkpoint_keeps_its_bounded_queue() -> None:
     model = ot.conformance_model()
     optimizer = optimhub.create_optimizer("pto_adashift", model, optim_args="keep_num=3")

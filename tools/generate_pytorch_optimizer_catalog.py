@@ -90,7 +90,7 @@ CAPABILITIES: dict[str, list[str]] = {
 #: name of a size-dependent estimator in plugins/pytorch_optimizer.py. Measured after 8
 #: steps on the suite's model (the conformance suite re-checks the constants).
 STATE: dict[str, float | str] = {
-    "a2grad": 8.0, "adopt": 8.0, "apollo": "low_rank", "asgd": "scalars", "accsgd": 4.0,
+    "a2grad": "a2grad", "adopt": 8.0, "apollo": "low_rank", "asgd": "scalars", "accsgd": 4.0,
     "ademamix": 12.0, "adabelief": 8.0, "adabound": 8.0, "adadelta": 8.0,
     "adafactor": "probe", "adagc": 8.0, "adago": "probe", "adahessian": 12.0,
     "adalomo": "probe", "adamax": 8.0, "adamod": 12.0, "adamuon": "probe", "adanorm": 8.0,
