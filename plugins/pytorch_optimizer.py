@@ -207,11 +207,26 @@ def _build_sam(request: BuildRequest, cls: type, groups: list[dict[str, Any]],
 
 
 # ============================================================================ memory
+#: Small tensors besides the dense buffers, measured (key -> bytes per parameter tensor,
+#: bytes per optimizer): a 1-element fp32 statistic per tensor (AdaNorm's gradient norm,
+#: SWATS' SGD-switch estimate, QHAdam's two bias weights), or 1-element tensors that every
+#: group shares (D-Adaptation's and Prodigy's running sums, MADGRAD's int64 step count).
+#: DAdaptAdan's ``d`` becomes one more such tensor once its estimate grows: a value the
+#: estimate cannot know (4 B).
+SCALAR_STATE: dict[str, tuple[int, int]] = {
+    "adanorm": (4, 0), "swats": (4, 0), "qhadam": (8, 0),
+    "dadaptadagrad": (0, 12), "dadaptadam": (0, 4), "dadaptadan": (0, 4),
+    "dadaptlion": (0, 4), "dadaptsgd": (0, 4), "prodigy": (0, 8), "madgrad": (0, 8),
+}
+
+
 def estimate_dense(request: EstimateRequest) -> StateEstimate:
     """k buffers the size of each parameter, in its dtype; k from the spec's measured fp32
-    bytes per parameter."""
+    bytes per parameter; plus the few bytes of scalar state some keep (``SCALAR_STATE``)."""
     per_param = request.spec.state_bytes_per_param or 0.0
-    return StateEstimate(dense_bytes(request.trainable, round(per_param / 4)))
+    per_tensor, per_optimizer = SCALAR_STATE.get(request.spec.bare_name, (0, 0))
+    return StateEstimate(dense_bytes(request.trainable, round(per_param / 4))
+                         + per_tensor * len(request.trainable) + per_optimizer)
 
 
 def estimate_factored(request: EstimateRequest) -> StateEstimate:
