@@ -62,13 +62,38 @@ def attention_shape(optimizer: str, options: Mapping[str, Any], model: Any) -> A
     return shape
 
 
-def adam_mini_state_bytes(trainable: Any) -> int:
-    """Adam-mini's state: the first moment in full; the second moment one value per block:
-    a row of a matrix (a token of the embedding or output, a neuron of value, projection
-    and MLP weights; query/key heads are coarser still, so this is an upper bound there)
-    and the whole tensor for vectors (biases and norms get plain Adam)."""
-    total = 0
+#: Adam-mini 1.1's name rules, in the order its ``step`` tries them (substrings of a
+#: parameter's name): full Adam for biases; one second-moment value per head for query
+#: and key; one per output neuron (row) for embeddings, outputs, value, attention output
+#: and MLP weights; one 0-d value (not counted as state) for everything else (norms).
+ADAM_MINI_FULL = ("bias",)
+ADAM_MINI_PER_HEAD = ("k_proj", "q_proj", "wq", "wk", "query", "key")
+ADAM_MINI_PER_ROW = ("embed", "embd", "wte", "lm_head", "output", "final_layer", "v_proj",
+                     "wv", "value", "feed_forward", "linear", "mlp", "o_proj", "wo",
+                     "attn.proj")
+
+
+def adam_mini_state_bytes(trainable: Any, hidden_size: int | None,
+                          num_attention_heads: int | None) -> tuple[int, tuple[str, ...]]:
+    """Adam-mini's state: the first moment in full, the second by its name rules
+    (``ADAM_MINI_*``). A head of query/key holds ``hidden_size**2 / heads`` values; without
+    the shape each of their rows is counted (an upper bound, said in the note)."""
+    head = hidden_size * hidden_size // num_attention_heads if (
+        hidden_size and num_attention_heads) else None
+    total, notes = 0, ()
     for p in trainable:
-        second = p.shape[0] if p.ndim >= 2 else p.numel
+        if any(key in p.name for key in ADAM_MINI_FULL):
+            second = p.numel
+        elif any(key in p.name for key in ADAM_MINI_PER_HEAD):
+            if head is None:
+                second = p.shape[0]
+                notes = ("query/key second moments counted per row (an upper bound): give "
+                         "hidden_size and num_attention_heads for the exact count",)
+            else:
+                second = p.numel // head
+        elif any(key in p.name for key in ADAM_MINI_PER_ROW):
+            second = p.shape[0]
+        else:
+            second = 0  # a 0-d mean
         total += (p.numel + second) * p.dtype_bytes
-    return total
+    return total, notes

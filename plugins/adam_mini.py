@@ -37,8 +37,12 @@ def build(request: BuildRequest) -> torch.optim.Optimizer:
 
 
 def estimate(request: EstimateRequest) -> StateEstimate:
-    """The first moment in full, the second one value per block (an upper bound)."""
-    return StateEstimate(adam_mini_state_bytes(request.trainable))
+    """The first moment in full, the second one value per block, by Adam-mini's name
+    rules; exact with ``hidden_size`` and ``num_attention_heads`` in ``optim_args`` (a
+    model's config is not part of an estimate)."""
+    total, notes = adam_mini_state_bytes(request.trainable, request.option("hidden_size"),
+                                         request.option("num_attention_heads"))
+    return StateEstimate(total, notes=notes)
 
 
 @hookimpl

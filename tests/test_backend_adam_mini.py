@@ -60,3 +60,26 @@ def test_options_win_and_sizes_must_divide() -> None:
     with pytest.raises(optimhub.OptimArgsError, match="multiple"):
         optimhub.create_optimizer("adam_mini", ot.conformance_model(),
                                   optim_args="hidden_size=32,num_attention_heads=5")
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_estimate_is_the_measured_state_given_the_attention_shape(heads) -> None:
+    """Adam-mini's name rules: per head for query/key, per row for embedding, output,
+    value, attention output and MLP, full Adam for biases, a 0-d mean (no state counted)
+    for the norms. The former per-row estimate was 8 kB over on the state-memory model."""
+    model = _llama()
+    settings = {"lr": 1e-3, "optim_args": f"hidden_size=32,num_attention_heads={heads}"}
+    estimated = optimhub.estimate("adam_mini", model, **settings)
+    optimizer = optimhub.create_optimizer("adam_mini", model, **settings)
+    _steps(model, optimizer, n=2)
+    assert estimated.state_bytes == ot.state_bytes(optimizer)
+    assert not estimated.notes
+
+
+def test_estimate_without_the_shape_is_an_upper_bound_and_says_so() -> None:
+    model = _llama()
+    estimated = optimhub.estimate("adam_mini", model, lr=1e-3)
+    optimizer = optimhub.create_optimizer("adam_mini", model, lr=1e-3)  # shape from config
+    _steps(model, optimizer, n=2)
+    assert estimated.state_bytes > ot.state_bytes(optimizer)
+    assert "upper bound" in " ".join(estimated.notes)
