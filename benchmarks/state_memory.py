@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,8 +85,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                "estimate err", "vs AdamW"]
     lines = []
     for row in rows:
-        if "error" in row:
-            lines.append([row["name"], "error: " + row["error"], "", "", "", "", ""])
+        if "error" in row:  # listed under the table (report), not in a column
             continue
         count, hub = row["params"], row["hub_bytes"]
         direct = row.get("direct_bytes")
@@ -105,35 +105,56 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def report(data: dict[str, Any]) -> str:
+    """The table and its summary lines, from what ``--json`` writes."""
+    rows = data["rows"]
+    count = next((r["params"] for r in rows if "params" in r), 0)
+    lines = [f"reference model: {data['model']} ({count:,} parameters, fp32); low-rank names: "
+             f"rank {data['rank']} on the attention and MLP weights; state after 2 steps", "",
+             table(rows)]
+    compared = [r for r in rows if "direct_bytes" in r]
+    equal = [r["name"] for r in compared if r["hub_bytes"] == r["direct_bytes"]]
+    saving = [r["name"] for r in compared if r["factor_surplus"]
+              and r["hub_bytes"] == r["direct_bytes"] - r["factor_surplus"]]
+    other = [r["name"] for r in compared if r["name"] not in equal and r["name"] not in saving]
+    inexact = [r["name"] for r in rows if "error" not in r
+               and r["estimate_bytes"] != r["hub_bytes"]]
+    lines.append(f"\nhub == direct for {len(equal)} names")
+    if saving:
+        lines.append(f"hub == direct minus the unused part of galore-torch's SVD factors for "
+                     f"{len(saving)} names: {', '.join(saving)}")
+    if other:
+        lines.append(f"DIFFERENT: {', '.join(other)}")
+    measured = [r for r in rows if "error" not in r]
+    lines.append(f"estimate == measured for {len(measured) - len(inexact)} names"
+                 + (f"; NOT for {', '.join(inexact)}" if inexact else ""))
+    for row in rows:
+        if "error" in row:
+            lines.append(f"not measured: {row['name']}: {row['error']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--names", help="comma-separated names (default: every runnable one)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--render", metavar="FILE",
+                        help="print the table of a saved --json run (measure nothing)")
     args = parser.parse_args(argv)
+    if args.render:
+        print(report(json.loads(Path(args.render).read_text())))
+        return 0
     quiet_backend_warnings()
     names = args.names.split(",") if args.names else list(runnable_names())
     rows = []
     for name in names:
         rows.append(measure(name))
         print(f"  measured {name} ({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+    data = {"model": REFERENCE, "rank": RANK, "rows": rows}
     if args.json:
-        print(json.dumps({"model": REFERENCE, "rank": RANK, "rows": rows}, indent=2))
+        print(json.dumps(data, indent=2))
         return 0
-    count = rows[0].get("params", 0) if rows else 0
-    print(f"reference model: {REFERENCE} ({count:,} parameters, fp32); low-rank names: "
-          f"rank {RANK} on the attention and MLP weights; state after 2 steps\n")
-    print(table(rows))
-    compared = [r for r in rows if "direct_bytes" in r]
-    equal = [r["name"] for r in compared if r["hub_bytes"] == r["direct_bytes"]]
-    saving = [r["name"] for r in compared if r["factor_surplus"]
-              and r["hub_bytes"] == r["direct_bytes"] - r["factor_surplus"]]
-    other = [r["name"] for r in compared if r["name"] not in equal and r["name"] not in saving]
-    print(f"\nhub == direct for {len(equal)} names")
-    if saving:
-        print(f"hub == direct minus the unused part of galore-torch's SVD factors for "
-              f"{len(saving)} names: {', '.join(saving)}")
-    if other:
-        print(f"DIFFERENT: {', '.join(other)}")
+    print(report(data))
     return 0
 
 
