@@ -309,12 +309,11 @@ def _is_layouts(value: Any) -> bool:
 def _per_parameter_state(state_dict: Mapping[str, Any], names: list[str]
                          ) -> dict[str, Mapping[str, Any]]:
     """Each parameter's state entry by name: torch's ``state`` is indexed by position in
-    param-group order (``names``' order); a layerwise state holds one torch state per name
-    (its single parameter at index 0). A state of another shape yields nothing to check."""
-    if state_dict.get("layerwise"):
-        inner = state_dict.get("inner")
-        if not isinstance(inner, Mapping):
-            return {}
+    param-group order (``names``' order), the layerwise optimizer's too; the earlier
+    layerwise layout holds one torch state per name (``inner``: its single parameter at
+    index 0). A state of another shape yields nothing to check."""
+    inner = state_dict.get("inner")
+    if state_dict.get("layerwise") and isinstance(inner, Mapping):
         found = {name: own.get("state", {}).get(0) for name, own in inner.items()
                  if isinstance(own, Mapping) and isinstance(own.get("state"), Mapping)}
     else:

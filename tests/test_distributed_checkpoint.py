@@ -11,8 +11,8 @@ on 2 cores. What is asserted, and what it found:
   plugins/_whole_tensors.py) too, bit for bit, once the fresh optimizer's state is primed
   before loading (``_prime``); without that, DCP loads only APOLLO's per-parameter seed
   and the resumed run ends 3.3e-2 off;
-- layerwise state does **not** go through DCP's ``get_state_dict`` (a strict xfail, so a
-  fix shows);
+- layerwise state too, bit for bit: ``LayerwiseOptimizer.state_dict`` has torch's layout
+  (state by parameter position), which DCP's ``get_state_dict`` needs;
 - the hub's checkpoint stamp does not survive either: DCP's ``get_state_dict`` keeps only
   ``state`` and ``param_groups``, and loading warns that the state could not be checked.
 """
@@ -84,12 +84,16 @@ def test_apollo_projector_state_reshards_once_primed(
     assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"apollo_adamw {direction}: {cell}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DCP's get_state_dict expects torch's optimizer state layout; the hub's "
-    "LayerwiseOptimizer keys its state by parameter name (KeyError: 'state')"))
-def test_layerwise_state_reshards(resumed: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("direction", ["1->2", "2->1"])
+def test_layerwise_state_reshards_bit_for_bit(
+    resumed: dict[str, dict[str, Any]], direction: str
+) -> None:
+    """The layerwise optimizer's state dict has torch's layout (state by position) and its
+    ``state`` is a view of the inner states, so DCP keys, primes and loads it as any
+    optimizer's."""
     cell = resumed["adamw_torch_layerwise"]
     assert "error" not in cell, cell
+    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"layerwise {direction}: {cell}"
 
 
 def test_the_stamp_does_not_survive_dcp_and_loading_says_so() -> None:
