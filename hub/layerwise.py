@@ -33,10 +33,14 @@ from .backends import build_lock
 from .checkpoint import check_state, stamp_of, stamp_state
 from .errors import CapabilityError, CheckpointError, shorten, shown
 
-__all__ = ["LAYERWISE_KEY", "OWNED_PARAMETERS", "LayerwiseOptimizer"]
+__all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "LayerwiseOptimizer"]
 
 #: The marker of a layerwise optimizer's state dict (a plain optimizer refuses it).
 LAYERWISE_KEY = "layerwise"
+#: The key, in a parameter's state entry, of its inner optimizer's group values that
+#: stepping changed (optimi's StableAdamW counts its steps in its group): torch's layout
+#: has one group per outer group, DCP keeps nothing else, so they travel with the entry.
+INNER_GROUP_KEY = "layerwise_inner_group"
 
 class _InBackwardOwners:
     """Which live optimizer updates each parameter inside backward (weakly, by identity).
@@ -169,12 +173,16 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         self.inner: dict[str, torch.optim.Optimizer] = {}
         self._group_of: dict[str, dict[str, Any]] = {}
         self._name_of: dict[int, str] = {}
+        #: Each inner optimizer's group values as built: what its stepping changes in them
+        #: (optimi keeps its step count there) is saved with its state entry.
+        self._built: dict[str, dict[str, Any]] = {}
         self._handles: list[Any] = []
         params: dict[str, torch.Tensor] = {}
         for group, group_names in zip(self.param_groups, names, strict=True):
             settings = {k: v for k, v in group.items() if k != "params"}
             for name, param in zip(group_names, group["params"], strict=True):
                 self.inner[name] = build_one({**settings, "params": [param]}, name)
+                self._built[name] = _group_values(self.inner[name])
                 self._group_of[name] = group
                 self._name_of[id(param)] = name
                 params[name] = param
@@ -246,9 +254,13 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
             entry = {k: v for k, v in group.items() if k != "params"}
             entry["params"] = []
             for param in group["params"]:
-                saved = self.inner[self._name_of[id(param)]].state_dict()["state"]
-                if 0 in saved:
-                    state[position] = saved[0]
+                name = self._name_of[id(param)]
+                saved = self.inner[name].state_dict()["state"].get(0)
+                changed = _changed(_group_values(self.inner[name]), self._built[name])
+                if changed:
+                    saved = {**(saved or {}), INNER_GROUP_KEY: changed}
+                if saved is not None:
+                    state[position] = saved
                 entry["params"].append(position)
                 position += 1
             groups.append(entry)
@@ -308,8 +320,11 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 name = self._name_of[id(param)]
                 inner = self.inner[name]
                 settings = {k: v for k, v in inner.param_groups[0].items() if k != "params"}
+                entry = dict(state[key]) if isinstance(state.get(key), Mapping) else None
+                if entry is not None:
+                    settings.update(entry.pop(INNER_GROUP_KEY, None) or {})
                 loads[name] = {
-                    "state": {0: state[key]} if key in state else {},
+                    "state": {0: entry} if entry else {},
                     "param_groups": [{**settings, "params": [0]}],
                 }
         unexpected = [key for key in state if key not in
@@ -390,6 +405,28 @@ class _InnerStates(Mapping[torch.Tensor, Any]):
 
     def __len__(self) -> int:
         return sum(len(o.state) for o in self._optimizer.__dict__.get("inner", {}).values())
+
+
+def _group_values(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An inner optimizer's group values (a copy; tensors cloned), but the parameters and
+    what the outer group sets before every step."""
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+            for k, v in optimizer.param_groups[0].items()
+            if k != "params" and k not in SYNCED_KEYS}
+
+
+def _changed(now: Mapping[str, Any], built: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``now`` that are new or differ from ``built``."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                    and a.shape == b.shape and bool(torch.equal(a, b)))
+        try:
+            return bool(a == b)
+        except Exception:  # a value without a plain equality: keep it
+            return False
+
+    return {k: v for k, v in now.items() if k not in built or not same(v, built[k])}
 
 
 def _from_dcp(state_dict: Mapping[str, Any]) -> bool:

@@ -82,6 +82,34 @@ def test_state_dict_has_torchs_layout_and_loads_strictly(tmp_path):
         other.load_state_dict(torch.optim.AdamW(smaller.parameters()).state_dict())
 
 
+@pytest.mark.parametrize("name", ["adamw_torch", "stable_adamw"])
+def test_resuming_keeps_what_stepping_changed_in_the_inner_groups(name, tmp_path):
+    """optimi's StableAdamW counts its steps in its param group, not in its state: torch's
+    layout has one group per outer group, so each inner group's changed values travel
+    with the parameter's state entry (none for torch's AdamW)."""
+    if name == "stable_adamw":
+        pytest.importorskip("optimi")
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer(name, model, lr=1e-2, layerwise=True)
+    layerwise_train(model, optimizer, steps=2)
+    state = optimizer.state_dict()
+    carried = [e.get("layerwise_inner_group") for e in state["state"].values()]
+    if name == "stable_adamw":
+        assert all(c is not None and "step" in c for c in carried), carried[:2]
+    else:
+        assert carried == [None] * len(carried)
+    torch.save(state, tmp_path / "opt.pt")
+    resumed_model = make_tiny_lm()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = optimhub.create_optimizer(name, resumed_model, lr=1e-2, layerwise=True)
+    resumed.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    layerwise_train(model, optimizer, steps=2)
+    layerwise_train(resumed_model, resumed, steps=2)
+    assert max_difference(model, resumed_model) == 0.0
+    optimizer.close()
+    resumed.close()
+
+
 def test_a_state_in_the_earlier_layout_still_loads():
     """Checkpoints written before the layout became torch's (``inner``: each parameter's
     own state dict by name) resume as they did."""
