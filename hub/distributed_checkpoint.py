@@ -70,6 +70,7 @@ def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    _torch_layout(optimizer)  # the hub's error, not get_state_dict's KeyError
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     entry = stamp(optimizer)  # after get_state_dict: its priming may have made the state
     dcp.save({"model": model_state, "optimizer": optimizer_state, STAMP_ENTRY: entry},

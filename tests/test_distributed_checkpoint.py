@@ -220,3 +220,15 @@ def test_a_checkpoint_saved_by_dcp_alone_loads_through_the_helper_with_a_warning
     with pytest.warns(OptimHubWarning, match="has no 'optimhub' entry"):
         distributed_checkpoint.load(fresh_model, fresh, tmp_path)
     assert _same(_snapshot(fresh_model, fresh), _snapshot(model, optimizer))
+
+
+def test_an_optimizer_without_torchs_layout_is_refused_by_name(tmp_path: Path) -> None:
+    """A routed optimizer (Muon's routes) keeps its state by route: DCP's get_state_dict
+    would fail with KeyError: 'state'; the helpers say what to do instead."""
+    from optimhub import CapabilityError, distributed_checkpoint
+
+    model, optimizer = _trained("muon", steps=1)
+    with pytest.raises(CapabilityError, match="RoutedOptimizer's state dict does not have "
+                                              "torch's layout"):
+        distributed_checkpoint.save(model, optimizer, tmp_path)
+    assert not any(tmp_path.iterdir())
