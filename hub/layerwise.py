@@ -33,7 +33,8 @@ from .backends import build_lock
 from .checkpoint import check_state, stamp_of, stamp_state
 from .errors import CapabilityError, CheckpointError, shorten, shown
 
-__all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "LayerwiseOptimizer"]
+__all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "InnerStates",
+           "LayerwiseOptimizer"]
 
 #: The marker of a layerwise optimizer's state dict (a plain optimizer refuses it).
 LAYERWISE_KEY = "layerwise"
@@ -149,10 +150,14 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     checks_optimhub_stamp = True
 
     @property  # type: ignore[override]
-    def state(self) -> _InnerStates:
+    def state(self) -> InnerStates:
         """A read-only view of the inner optimizers' states, by parameter (what torch's
         ``optimizer.state`` is); DCP primes a fresh optimizer only when it is empty."""
-        return _InnerStates(self)
+        return InnerStates(self._inner_of, lambda: self.__dict__.get("inner", {}).values())
+
+    def _inner_of(self, parameter: object) -> torch.optim.Optimizer | None:
+        name = self.__dict__.get("_name_of", {}).get(id(parameter))
+        return None if name is None else self.inner[name]
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -327,8 +332,8 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                     "state": {0: entry} if entry else {},
                     "param_groups": [{**settings, "params": [0]}],
                 }
-        unexpected = [key for key in state if key not in
-                      {k for g in groups for k in g["params"]}]
+        listed = {key for g in groups for key in g["params"]}
+        unexpected = [key for key in state if key not in listed]
         if unexpected:
             raise CheckpointError(
                 f"layerwise state for parameters no param group lists: {_few(unexpected)}; "
@@ -378,33 +383,32 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         return f"LayerwiseOptimizer({len(self.inner)} x {'/'.join(kinds)})"
 
 
-class _InnerStates(Mapping[torch.Tensor, Any]):
-    """``optimizer.state`` of a layerwise optimizer: each parameter's state, read from its
-    inner optimizer (``state[p]`` behaves as on that optimizer)."""
+class InnerStates(Mapping[torch.Tensor, Any]):
+    """``optimizer.state`` of an optimizer made of others (the layerwise optimizer's inner
+    ones, a routed optimizer's routes): each parameter's state, read from the optimizer
+    that owns it (``state[p]`` behaves as on that optimizer). Read-only."""
 
-    def __init__(self, optimizer: LayerwiseOptimizer) -> None:
-        self._optimizer = optimizer
-
-    def _inner(self, parameter: object) -> torch.optim.Optimizer | None:
-        name = self._optimizer.__dict__.get("_name_of", {}).get(id(parameter))
-        return None if name is None else self._optimizer.inner[name]
+    def __init__(self, owner_of: Callable[[object], torch.optim.Optimizer | None],
+                 optimizers: Callable[[], Iterable[torch.optim.Optimizer]]) -> None:
+        self._owner_of = owner_of
+        self._optimizers = optimizers
 
     def __getitem__(self, parameter: torch.Tensor) -> Any:
-        inner = self._inner(parameter)
-        if inner is None:
+        owner = self._owner_of(parameter)
+        if owner is None:
             raise KeyError("this tensor is not a parameter of this optimizer")
-        return inner.state[parameter]
+        return owner.state[parameter]
 
     def __contains__(self, parameter: object) -> bool:
-        inner = self._inner(parameter)
-        return inner is not None and parameter in inner.state
+        owner = self._owner_of(parameter)
+        return owner is not None and parameter in owner.state
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for inner in self._optimizer.__dict__.get("inner", {}).values():
-            yield from inner.state
+        for optimizer in self._optimizers():
+            yield from optimizer.state
 
     def __len__(self) -> int:
-        return sum(len(o.state) for o in self._optimizer.__dict__.get("inner", {}).values())
+        return sum(len(optimizer.state) for optimizer in self._optimizers())
 
 
 def _group_values(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
