@@ -41,11 +41,13 @@ hooks, both detected from the class, never from a name:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import sys
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,13 +59,16 @@ from .spec import OptimizerSpec
 __all__ = [
     "STAMP_FORMAT",
     "STAMP_KEY",
+    "check_stamp",
     "check_state",
+    "checked_elsewhere",
     "parameter_names",
     "remember",
     "spec_of",
     "spec_or_none",
     "stamp_of",
     "stamp_state",
+    "state_entry_problems",
 ]
 
 #: The key of the stamp in a state dict, and the version of its layout.
@@ -211,11 +216,13 @@ def check_state(
     if identity is None:
         return state
     if saved is None:
+        if _CHECKED_ELSEWHERE.get() is optimizer:
+            return state
         warnings.warn(
             f"optimhub: this optimizer state has no {STAMP_KEY!r} stamp (it was saved by "
             f"plain torch, or by an optimizer not built by optimhub), so optimhub cannot check "
             f"that it belongs to {identity.name!r} and to this model; it is loaded as torch "
-            "loads it, by parameter position.",
+            f"loads it, by parameter position.{_through_dcp(state)}",
             OptimHubWarning,
             stacklevel=_outside_stacklevel(),
         )
@@ -232,9 +239,68 @@ def check_state(
     return state
 
 
+#: The optimizer whose state a caller has already checked (optimhub.distributed_checkpoint:
+#: DCP's set_state_dict hands load_state_dict an unstamped state after the check ran).
+_CHECKED_ELSEWHERE: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "optimhub_checked_elsewhere", default=None)
+
+
+@contextlib.contextmanager
+def checked_elsewhere(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within this block, ``optimizer`` loads an unstamped state without the warning: its
+    stamp was checked by the caller, from where the checkpoint keeps it."""
+    token = _CHECKED_ELSEWHERE.set(optimizer)
+    try:
+        yield
+    finally:
+        _CHECKED_ELSEWHERE.reset(token)
+
+
+def _through_dcp(state: Mapping[str, Any]) -> str:
+    """What to do when the state came through DCP's set_state_dict (keyed by name)."""
+    entries = state.get("state")
+    if not (isinstance(entries, Mapping) and entries
+            and all(isinstance(key, str) for key in entries)):
+        return ""
+    return (" It is keyed by parameter name, as torch.distributed.checkpoint's "
+            "set_state_dict loads it: DCP keeps only 'state' and 'param_groups'. Save and "
+            "load with optimhub.distributed_checkpoint.save / .load to keep and check the "
+            "stamp.")
+
+
+def check_stamp(optimizer: torch.optim.Optimizer, stamp: Any, *, ordered: bool,
+                unchecked: str) -> None:
+    """Check a stamp kept apart from its state (a distributed checkpoint's) against
+    ``optimizer``: the same optimizer name and parameters (names and shapes), or a
+    ``CheckpointError`` (``unchecked`` says how to load it anyway). An optimizer the hub
+    did not build is not checked."""
+    identity = _IDENTITIES.get(optimizer)
+    if identity is not None:
+        _check_stamp(stamp, identity, optimizer, ordered=ordered, unchecked=unchecked)
+
+
+def state_entry_problems(optimizer: torch.optim.Optimizer, stamp: Mapping[str, Any],
+                         state: Mapping[str, Any]) -> list[str]:
+    """A sentence per parameter whose entry in ``state`` (``optimizer``'s own state dict)
+    lacks keys the stamp records (what was saved): a loader that fills only the entries
+    it is given (DCP) would not load them. Nothing for an optimizer the hub did not build."""
+    identity = _IDENTITIES.get(optimizer)
+    if identity is None:
+        return []
+    entries = _per_parameter_state(state, [name for name, _ in identity.parameters(optimizer)])
+    problems = []
+    for name, layout in stamp.get("state", {}).items():
+        entry = entries.get(name)
+        missing = [key for key in layout if entry is None or key not in _layout(entry)]
+        if missing:
+            problems.append(f"parameter {shown(name)} has no {_keys(missing, quote=True)}")
+    return problems
+
+
 # ---- the check ---------------------------------------------------------------------------
 def _check_stamp(
-    saved: Any, identity: _Identity, optimizer: torch.optim.Optimizer, *, ordered: bool
+    saved: Any, identity: _Identity, optimizer: torch.optim.Optimizer, *, ordered: bool,
+    unchecked: str = f"delete state_dict[{STAMP_KEY!r}] to load it unchecked",
 ) -> dict[str, Any]:
     stamp = _parse_stamp(saved)
     name = stamp["name"]
@@ -243,8 +309,7 @@ def _check_stamp(
             f"this optimizer state was saved by optimizer {shown(name)} and is being loaded into "
             f"{identity.name!r}: their states are not interchangeable (torch would load it "
             f"by position, partially or wrongly). Build {shown(name)} to resume this checkpoint; "
-            f"if you know both keep the same state, delete state_dict[{STAMP_KEY!r}] to "
-            "load it unchecked."
+            f"if you know both keep the same state, {unchecked}."
         )
     here = [(n, tuple(s)) for n, s in identity.parameters(optimizer)]
     there = [(n, tuple(s)) for n, s in stamp["params"]]
@@ -309,12 +374,11 @@ def _is_layouts(value: Any) -> bool:
 def _per_parameter_state(state_dict: Mapping[str, Any], names: list[str]
                          ) -> dict[str, Mapping[str, Any]]:
     """Each parameter's state entry by name: torch's ``state`` is indexed by position in
-    param-group order (``names``' order); a layerwise state holds one torch state per name
-    (its single parameter at index 0). A state of another shape yields nothing to check."""
-    if state_dict.get("layerwise"):
-        inner = state_dict.get("inner")
-        if not isinstance(inner, Mapping):
-            return {}
+    param-group order (``names``' order), the layerwise optimizer's too; the earlier
+    layerwise layout holds one torch state per name (``inner``: its single parameter at
+    index 0). A state of another shape yields nothing to check."""
+    inner = state_dict.get("inner")
+    if state_dict.get("layerwise") and isinstance(inner, Mapping):
         found = {name: own.get("state", {}).get(0) for name, own in inner.items()
                  if isinstance(own, Mapping) and isinstance(own.get("state"), Mapping)}
     else:

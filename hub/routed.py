@@ -29,7 +29,7 @@ import torch
 from .build import BuildRequest
 from .checkpoint import check_state, spec_or_none, stamp_of, stamp_state
 from .errors import CapabilityError, CheckpointError, OptimHubError
-from .layerwise import LayerwiseOptimizer
+from .layerwise import InnerStates, LayerwiseOptimizer
 from .spec import Capability, OptimizerSpec
 
 __all__ = ["BuiltRoute", "RoutedOptimizer", "build_routed"]
@@ -127,9 +127,13 @@ class RoutedOptimizer(torch.optim.Optimizer):
             )
 
     @property  # type: ignore[override]
-    def state(self) -> _RoutedState:
+    def state(self) -> InnerStates:
         """A read-only view of the routes' states, by parameter."""
-        return _RoutedState(self)
+        return InnerStates(self._route_optimizer_of, lambda: (r.optimizer for r in self._routes))
+
+    def _route_optimizer_of(self, parameter: object) -> torch.optim.Optimizer | None:
+        route = self._owner.get(id(parameter))
+        return None if route is None else route.optimizer
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -257,31 +261,6 @@ class RoutedOptimizer(torch.optim.Optimizer):
     def _describe(self) -> str:
         spec = spec_or_none(self)
         return repr(spec.name) if spec is not None else ", ".join(r.label for r in self._routes)
-
-
-class _RoutedState(Mapping[torch.Tensor, Any]):
-    """``optimizer.state`` of a routed optimizer: each parameter's state, read from the
-    route that owns it (``state[p]`` behaves as on that route's optimizer)."""
-
-    def __init__(self, optimizer: RoutedOptimizer) -> None:
-        self._optimizer = optimizer
-
-    def __getitem__(self, parameter: torch.Tensor) -> Any:
-        route = self._optimizer._owner.get(id(parameter))
-        if route is None:
-            raise KeyError("this tensor is not a parameter of this optimizer")
-        return route.optimizer.state[parameter]
-
-    def __contains__(self, parameter: object) -> bool:
-        route = self._optimizer._owner.get(id(parameter))
-        return route is not None and parameter in route.optimizer.state
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for route in self._optimizer._routes:
-            yield from route.optimizer.state
-
-    def __len__(self) -> int:
-        return sum(len(r.optimizer.state) for r in self._optimizer._routes)
 
 
 # ---- state by name -----------------------------------------------------------------------

@@ -11,10 +11,14 @@ on 2 cores. What is asserted, and what it found:
   plugins/_whole_tensors.py) too, bit for bit, once the fresh optimizer's state is primed
   before loading (``_prime``); without that, DCP loads only APOLLO's per-parameter seed
   and the resumed run ends 3.3e-2 off;
-- layerwise state does **not** go through DCP's ``get_state_dict`` (a strict xfail, so a
-  fix shows);
-- the hub's checkpoint stamp does not survive either: DCP's ``get_state_dict`` keeps only
-  ``state`` and ``param_groups``, and loading warns that the state could not be checked.
+- layerwise state too, bit for bit: ``LayerwiseOptimizer.state_dict`` has torch's layout
+  (state by parameter position), which DCP's ``get_state_dict`` needs;
+- the hub's checkpoint stamp: DCP's ``get_state_dict`` keeps only ``state`` and
+  ``param_groups`` (loading then warns, naming the helpers), so
+  ``optimhub.distributed_checkpoint.save`` stores it as one more checkpoint entry and
+  ``.load`` checks it first: an ``adamw_torch`` checkpoint loaded into ``sgd`` at the other
+  world size is refused with the hub's error, the weights untouched. The in-process tests
+  below (no spawn, a second or two) check each refusal and warning.
 """
 
 from __future__ import annotations
@@ -84,23 +88,112 @@ def test_apollo_projector_state_reshards_once_primed(
     assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"apollo_adamw {direction}: {cell}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DCP's get_state_dict expects torch's optimizer state layout; the hub's "
-    "LayerwiseOptimizer keys its state by parameter name (KeyError: 'state')"))
-def test_layerwise_state_reshards(resumed: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("direction", ["1->2", "2->1"])
+def test_layerwise_state_reshards_bit_for_bit(
+    resumed: dict[str, dict[str, Any]], direction: str
+) -> None:
+    """The layerwise optimizer's state dict has torch's layout (state by position) and its
+    ``state`` is a view of the inner states, so DCP keys, primes and loads it as any
+    optimizer's."""
     cell = resumed["adamw_torch_layerwise"]
     assert "error" not in cell, cell
+    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"layerwise {direction}: {cell}"
 
 
-def test_the_stamp_does_not_survive_dcp_and_loading_says_so() -> None:
+@pytest.mark.parametrize("direction", ["1->2", "2->1"])
+def test_the_stamp_refuses_another_optimizer_across_world_sizes(
+    resumed: dict[str, dict[str, Any]], direction: str
+) -> None:
+    """An ``adamw_torch`` checkpoint loaded into ``sgd`` at the other world size: the hub's
+    error, and the fresh model's weights untouched (the check reads the stamp alone)."""
+    refused = resumed["adamw_torch"][f"refused {direction}"]
+    assert refused.startswith("CheckpointError (weights untouched: True): this optimizer "
+                              "state was saved by optimizer 'adamw_torch' and is being "
+                              "loaded into 'sgd'"), refused
+
+
+# ---------------------------------------------------------------- in one process, no spawn
+def _trained(name: str, steps: int = 2) -> tuple[Any, Any]:
+    """The matrix's model (the same initial weights every time), ``steps`` steps on."""
+    model = sys.modules["distributed_matrix"].new_model()
+    optimizer = checkpoint_tool._build(name, model)
+    checkpoint_tool._train(model, optimizer, range(steps), None)
+    return model, optimizer
+
+
+def _snapshot(model: Any, optimizer: Any) -> list[Any]:
+    import torch
+
+    tensors = [p.detach().clone() for p in model.parameters()]
+    for entry in optimizer.state.values():
+        tensors += [v.clone() for v in entry.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    import torch
+
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_helpers_keep_the_stamp_and_load_without_a_warning(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    from optimhub import distributed_checkpoint
+
+    model, optimizer = _trained("adamw_torch")
+    distributed_checkpoint.save(model, optimizer, tmp_path)
+    assert "optimhub" in FileSystemReader(str(tmp_path)).read_metadata().state_dict_metadata
+    fresh_model, fresh = _trained("adamw_torch", steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptimHubWarning)
+        distributed_checkpoint.load(fresh_model, fresh, tmp_path)
+    assert _same(_snapshot(fresh_model, fresh), _snapshot(model, optimizer))
+
+
+@pytest.mark.parametrize(("saved", "loaded", "says"), [
+    ("adamw_torch", "sgd", "saved by optimizer 'adamw_torch' and is being loaded into 'sgd'"),
+    ("adamw_torch", "adamw_torch_layerwise", "holds the state of a plain .*this one is "
+                                             "layerwise"),
+    ("adamw_torch_layerwise", "adamw_torch", "holds the state of a layerwise optimizer, and "
+                                             "this one is not"),
+])
+def test_a_mismatched_checkpoint_is_refused_before_any_tensor_changes(
+    tmp_path: Path, saved: str, loaded: str, says: str
+) -> None:
+    from optimhub import CheckpointError, distributed_checkpoint
+
+    model, optimizer = _trained(saved)
+    distributed_checkpoint.save(model, optimizer, tmp_path)
+    target_model, target = _trained(loaded, steps=1)
+    before = _snapshot(target_model, target)
+    with pytest.raises(CheckpointError, match=says):
+        distributed_checkpoint.load(target_model, target, tmp_path)
+    assert _same(_snapshot(target_model, target), before)
+    for closable in (optimizer, target):
+        getattr(closable, "close", lambda: None)()
+
+
+def test_a_checkpoint_for_other_parameters_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from optimhub import CheckpointError, distributed_checkpoint
+
+    model, optimizer = _trained("adamw_torch")
+    distributed_checkpoint.save(model, optimizer, tmp_path)
+    wider = torch.nn.Sequential(torch.nn.Linear(8, 16))
+    other = checkpoint_tool._build("adamw_torch", wider)
+    with pytest.raises(CheckpointError, match="saved for other parameters"):
+        distributed_checkpoint.load(wider, other, tmp_path)
+
+
+def test_dcp_alone_drops_the_stamp_and_loading_says_what_to_use() -> None:
     """DCP's get_state_dict keeps "state" and "param_groups" only; set_state_dict then
-    loads an unstamped state, which the hub loads with a warning."""
+    loads an unstamped state keyed by name: the hub loads it with a warning that names
+    the helpers that keep the stamp."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    matrix = sys.modules["distributed_matrix"]
-    model = matrix.new_model()
-    optimizer = checkpoint_tool._build("adamw_torch", model)
-    checkpoint_tool._train(model, optimizer, range(1), None)
+    model, optimizer = _trained("adamw_torch")
     assert "optimhub" in optimizer.state_dict()
     model_state, optimizer_state = get_state_dict(model, optimizer)
     assert set(optimizer_state) == {"state", "param_groups"}
@@ -108,5 +201,34 @@ def test_the_stamp_does_not_survive_dcp_and_loading_says_so() -> None:
         warnings.simplefilter("always")
         set_state_dict(model, optimizer, model_state_dict=model_state,
                        optim_state_dict=optimizer_state)
-    assert any(issubclass(w.category, OptimHubWarning) and "stamp" in str(w.message)
-               for w in caught), [str(w.message) for w in caught]
+    said = [str(w.message) for w in caught if issubclass(w.category, OptimHubWarning)]
+    assert any("stamp" in m and "optimhub.distributed_checkpoint.save" in m for m in said), said
+
+
+def test_a_checkpoint_saved_by_dcp_alone_loads_through_the_helper_with_a_warning(
+    tmp_path: Path
+) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from optimhub import distributed_checkpoint
+
+    model, optimizer = _trained("adamw_torch")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp_path)
+    fresh_model, fresh = _trained("adamw_torch", steps=0)
+    with pytest.warns(OptimHubWarning, match="has no 'optimhub' entry"):
+        distributed_checkpoint.load(fresh_model, fresh, tmp_path)
+    assert _same(_snapshot(fresh_model, fresh), _snapshot(model, optimizer))
+
+
+def test_an_optimizer_without_torchs_layout_is_refused_by_name(tmp_path: Path) -> None:
+    """A routed optimizer (Muon's routes) keeps its state by route: DCP's get_state_dict
+    would fail with KeyError: 'state'; the helpers say what to do instead."""
+    from optimhub import CapabilityError, distributed_checkpoint
+
+    model, optimizer = _trained("muon", steps=1)
+    with pytest.raises(CapabilityError, match="RoutedOptimizer's state dict does not have "
+                                              "torch's layout"):
+        distributed_checkpoint.save(model, optimizer, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -505,9 +505,6 @@ def _trained_optimizer(key: str) -> tuple[torch.nn.Module, torch.optim.Optimizer
 
 def _entries(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each parameter's state entry by the name the stamp gives it."""
-    if state.get("layerwise"):
-        return {name: inner["state"][0] for name, inner in state["inner"].items()
-                if inner["state"]}
     names = [name for name, _ in state["optimhub"]["params"]]
     return {names[index]: entry for index, entry in state["state"].items()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import lm_batch, lm_loss, make_tiny_lm
@@ -49,12 +51,18 @@ def test_one_scheduler_drives_every_inner_optimizer_and_reports_the_real_lr():
     assert inner_lrs == pytest.approx([1e-2 * 0.5 ** 2] * len(inner_lrs))
 
 
-def test_state_dict_is_keyed_by_name_and_loads_strictly(tmp_path):
+def test_state_dict_has_torchs_layout_and_loads_strictly(tmp_path):
+    """torch's layout (state by position, as DCP's get_state_dict expects it), the stamp
+    naming each position's parameter."""
     model = make_tiny_lm()
     optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-2, layerwise=True)
     layerwise_train(model, optimizer, steps=2)
     state = optimizer.state_dict()
-    assert set(state["inner"]) == {n for n, _ in model.named_parameters()}
+    names = [name for name, _ in state["optimhub"]["params"]]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    assert sorted(state["state"]) == list(range(len(names)))
+    assert [i for g in state["param_groups"] for i in g["params"]] == list(range(len(names)))
+    assert set(state["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     torch.save(state, tmp_path / "opt.pt")
     loaded = torch.load(tmp_path / "opt.pt", weights_only=True)
 
@@ -72,6 +80,84 @@ def test_state_dict_is_keyed_by_name_and_loads_strictly(tmp_path):
         other.load_state_dict(loaded)
     with pytest.raises(CheckpointError, match="not saved by one"):
         other.load_state_dict(torch.optim.AdamW(smaller.parameters()).state_dict())
+
+
+@pytest.mark.parametrize("name", ["adamw_torch", "stable_adamw"])
+def test_resuming_keeps_what_stepping_changed_in_the_inner_groups(name, tmp_path):
+    """optimi's StableAdamW counts its steps in its param group, not in its state: torch's
+    layout has one group per outer group, so each inner group's changed values travel
+    with the parameter's state entry (none for torch's AdamW)."""
+    if name == "stable_adamw":
+        pytest.importorskip("optimi")
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer(name, model, lr=1e-2, layerwise=True)
+    layerwise_train(model, optimizer, steps=2)
+    state = optimizer.state_dict()
+    carried = [e.get("layerwise_inner_group") for e in state["state"].values()]
+    if name == "stable_adamw":
+        assert all(c is not None and "step" in c for c in carried), carried[:2]
+    else:
+        assert carried == [None] * len(carried)
+    torch.save(state, tmp_path / "opt.pt")
+    resumed_model = make_tiny_lm()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = optimhub.create_optimizer(name, resumed_model, lr=1e-2, layerwise=True)
+    resumed.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    layerwise_train(model, optimizer, steps=2)
+    layerwise_train(resumed_model, resumed, steps=2)
+    assert max_difference(model, resumed_model) == 0.0
+    optimizer.close()
+    resumed.close()
+
+
+def test_a_state_in_the_earlier_layout_still_loads():
+    """Checkpoints written before the layout became torch's (``inner``: each parameter's
+    own state dict by name) resume as they did."""
+    from optimhub.checkpoint import stamp_state
+
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-2, layerwise=True)
+    layerwise_train(model, optimizer, steps=2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    earlier = stamp_state(optimizer, {
+        "layerwise": True,
+        "param_groups": [{**{k: v for k, v in g.items() if k != "params"},
+                          "params": [names[id(p)] for p in g["params"]]}
+                         for g in optimizer.param_groups],
+        "inner": {name: inner.state_dict() for name, inner in optimizer.inner.items()},
+    })
+    assert earlier["optimhub"]["state"]  # the stamp describes the inner entries
+    resumed_model = make_tiny_lm()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = optimhub.create_optimizer("adamw_torch", resumed_model, lr=1e-2, layerwise=True)
+    resumed.load_state_dict(copy.deepcopy(earlier))  # torch would share the tensors
+    layerwise_train(model, optimizer, steps=2)
+    layerwise_train(resumed_model, resumed, steps=2)
+    assert max_difference(model, resumed_model) == 0.0
+    optimizer.close()
+    resumed.close()
+
+
+def test_state_is_a_view_of_the_inner_states_and_step_steps_a_hand_set_gradient():
+    """What DCP's get_state_dict relies on: ``optimizer.state`` is empty for a fresh
+    optimizer and filled once stepped, and ``step()`` steps a gradient set outside backward
+    (its priming step: zero gradients at lr 0), which creates the state to load into."""
+    model = make_tiny_lm()
+    optimizer = optimhub.create_optimizer("adamw_torch", model, lr=1e-2, layerwise=True)
+    assert len(optimizer.state) == 0 and not optimizer.state
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    optimizer.step()
+    params = list(model.parameters())
+    assert len(optimizer.state) == len(params) and params[0] in optimizer.state
+    assert set(optimizer.state[params[0]]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    lm_loss(model, lm_batch()).backward()  # afterwards: freed in backward, step() is a no-op
+    assert all(p.grad is None for p in params)
+    optimizer.close()
 
 
 def test_close_removes_the_hooks():

@@ -14,12 +14,14 @@ tools/distributed_matrix.py, 4 steps, the checkpoint after step 2):
 3. **one process**: a fresh model and optimizer load phase 2's checkpoint (2 -> 1) and
    train steps 3 and 4.
 
-The state goes through DCP's own ``get_state_dict`` / ``set_state_dict`` (parameter
-names as keys, DTensors where sharded), as torchtitan and accelerate save FSDP2 models.
-The hub's checkpoint stamp is kept in the optimizer state dict and checked on load (the
-``optimhub`` entry). ``measure`` returns, per name, each run's final weights' largest
-difference from the uninterrupted one-process run; tests/test_distributed_checkpoint.py
-asserts that they are all 0 (bit for bit).
+The state goes through ``optimhub.distributed_checkpoint.save`` / ``.load``: DCP's own
+``get_state_dict`` / ``set_state_dict`` (parameter names as keys, DTensors where sharded),
+as torchtitan and accelerate save FSDP2 models, plus the hub's stamp as one more entry of
+the checkpoint, checked before anything loads. ``measure`` returns, per name, each run's
+final weights' largest difference from the uninterrupted one-process run;
+tests/test_distributed_checkpoint.py asserts that they are all 0 (bit for bit). For
+``adamw_torch`` it also loads both checkpoints into ``sgd`` (the stamp must refuse them,
+at the other world size, leaving the weights untouched).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ import distributed_matrix as matrix
 NAMES = ("adamw_torch", "apollo_adamw", "adamw_torch_layerwise")
 STEPS = 4
 SAVE_AFTER = 2
+#: The name whose checkpoints are also loaded into ``sgd`` (1 -> 2 and 2 -> 1), to see the
+#: stamp refuse them.
+REFUSED_FROM = "adamw_torch"
 
 
 def _build(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -71,48 +76,32 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: rang
 
 
 def _save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from optimhub import distributed_checkpoint
 
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(where))
+    distributed_checkpoint.save(model, optimizer, where)
 
 
 def _load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from optimhub import distributed_checkpoint
 
-    _prime(optimizer)
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=str(where))
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optimizer"])
+    distributed_checkpoint.load(model, optimizer, where)
 
 
-def _prime(optimizer: torch.optim.Optimizer) -> None:
-    """Give a fresh optimizer its full state, so that DCP has every entry to load into.
-
-    DCP loads only the keys of the state dict it is given, and ``get_state_dict`` creates
-    a fresh optimizer's state with one zero-gradient step at lr 0 only when the state is
-    empty. APOLLO's state is not: its constructor stores a ``seed`` per parameter, so the
-    template would hold nothing else, and the moments, step and projector would never be
-    loaded (measured: the resumed run 3.3e-2 off). This is DCP's own priming, done
-    whatever the state holds; lr 0 leaves the parameters as they are.
-    """
-    params = [p for group in optimizer.param_groups for p in group["params"]
-              if p.requires_grad]
-    if any(p.grad is not None for p in params):
-        return
-    for param in params:
-        param.grad = torch.zeros_like(param)
-    rates = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] = 0.0
-    optimizer.step()
-    for group, rate in zip(optimizer.param_groups, rates, strict=True):
-        group["lr"] = rate
-    optimizer.zero_grad(set_to_none=True)
+def _refusal(engine: str | None, where: Path) -> str:
+    """Loading ``where`` (an ``adamw_torch`` checkpoint) into ``sgd``: the hub's error, and
+    whether the fresh model's weights stayed as they were."""
+    torch.manual_seed(1)
+    model = matrix.new_model()
+    if engine is not None:
+        model = matrix._wrapped(engine, model)
+    optimizer = _build("sgd", model)
+    before = matrix._weights(model)
+    try:
+        _load(model, optimizer, where)
+    except Exception as exc:
+        untouched = matrix._max_difference(matrix._weights(model), before) == 0.0
+        return f"{type(exc).__name__} (weights untouched: {untouched}): {exc}"[:400]
+    return "loaded"
 
 
 def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
@@ -126,6 +115,8 @@ def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
             model = matrix._wrapped(engine, model)
         optimizer = _build(name, model)
         if phase == 3:  # 2 -> 1
+            if name == REFUSED_FROM:
+                result["refused"] = _refusal(engine, out / name / "saved-by-2")
             _load(model, optimizer, out / name / "saved-by-2")
             _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
             result["resumed"] = matrix._weights(model)
@@ -135,6 +126,8 @@ def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
         _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
         result["uninterrupted"] = matrix._weights(model)
         if phase == 2:  # 1 -> 2
+            if name == REFUSED_FROM:
+                result["refused"] = _refusal(engine, out / name / "saved-by-1")
             torch.manual_seed(0)
             model = matrix._wrapped(engine, matrix.new_model())
             optimizer = _build(name, model)
@@ -190,6 +183,9 @@ def measure(names: list[str], workdir: Path | None = None, timeout_s: float = 60
             "1->2": matrix._max_difference(two[name]["resumed"], reference),
             "2->1": matrix._max_difference(back[name]["resumed"], reference),
         }
+        if "refused" in two[name]:
+            result[name]["refused 1->2"] = two[name]["refused"]
+            result[name]["refused 2->1"] = back[name]["refused"]
     return result
 
 

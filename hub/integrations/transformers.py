@@ -22,7 +22,10 @@ arguments HF reads, and what the optimizer's capabilities ask of the loop is don
 - layerwise: parameters are stepped inside backward by the hub's ``LayerwiseOptimizer``,
   scheduled and logged with its real lr; its hooks are removed when ``train()`` returns;
 - both in-backward modes refuse ``max_grad_norm > 0``, gradient accumulation, fp16 loss
-  scaling and multi-process training before anything is built.
+  scaling and multi-process training before anything is built;
+- a multi-process run that asks for FSDP (``fsdp``/``fsdp_config``, ``ACCELERATE_USE_FSDP``,
+  or a model already sharded with ``fully_shard``) but gets DDP, as accelerate does on CPU
+  processes, is refused when the Trainer is constructed, whatever the optimizer.
 
 HF's untouched defaults are not choices: ``max_grad_norm=1.0`` with an in-backward optimizer
 and ``lr_scheduler_type="linear"`` with a schedule-free one run as ``0`` and ``"constant"``,
@@ -46,6 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -124,6 +129,7 @@ class OptimHubTrainer(Trainer):
     ) -> None:
         check_schedule_forms(group_lr_schedules, weight_decay_schedule)
         super().__init__(*args, **kwargs)
+        _refuse_fsdp_fallback(self)
         factory = _factory_kwargs(self.optimizer_cls_and_kwargs)
         given = self.optimizer is not None or (
             self.optimizer_cls_and_kwargs is not None and factory is None)
@@ -572,3 +578,44 @@ def _unwrap(optimizer: Any) -> Any:
 def _name(value: Any) -> str:
     """HF keeps names as str enums (OptimizerNames, SchedulerType)."""
     return str(getattr(value, "value", value))
+
+
+def _refuse_fsdp_fallback(trainer: Trainer) -> None:
+    """Refuse a multi-process run that asked for FSDP and would get DDP.
+
+    accelerate (1.16) turns FSDP on only for GPU-type distributed types: on CPU processes
+    (``MULTI_CPU``) it ignores ``TrainingArguments(fsdp=..., fsdp_config=...)``, its
+    ``FullyShardedDataParallelPlugin`` and ``ACCELERATE_USE_FSDP``, and the Trainer wraps the
+    model in ``DistributedDataParallel`` instead, silently (tools/trainer_fsdp2_probe.py). A
+    model already sharded with ``fully_shard`` (DTensor parameters) gets the same DDP
+    wrapper, which fails inside accelerate on the mixed tensors. Either way the user would
+    not get FSDP2: say so before anything is built.
+    """
+    args = trainer.args
+    if trainer.is_fsdp_enabled or args.world_size <= 1:
+        return
+    asked = []
+    if args.fsdp:
+        version = (args.fsdp_config or {}).get("version", 2)
+        asked.append(f"TrainingArguments(fsdp=..., fsdp_config version {version})")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        asked.append("ACCELERATE_USE_FSDP=true")
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    model = trainer.model
+    if dtensor is not None and model is not None and any(
+            isinstance(p, dtensor) for p in model.parameters()):
+        asked.append("a model already sharded with fully_shard (DTensor parameters)")
+    if not asked:
+        return
+    engine = getattr(trainer.accelerator.state.distributed_type, "value", "?")
+    why = (": accelerate turns FSDP on only for GPU-type distributed types, not for CPU "
+           "processes" if engine == "MULTI_CPU" else "")
+    raise CapabilityError(
+        f"OptimHubTrainer: {' and '.join(asked)} asked for FSDP, but accelerate did not "
+        f"enable it (distributed type {engine}, world_size={args.world_size}{why}), so the "
+        "Trainer would wrap the model in DistributedDataParallel instead"
+        + (" (which fails on DTensor parameters)" if "DTensor" in asked[-1] else "")
+        + ". Remove the FSDP settings to train with DDP knowingly, run on GPUs for the "
+        "Trainer's FSDP2, or train on FSDP2 in your own loop (fully_shard, then "
+        "optimhub.create_optimizer; docs/distributed.md)."
+    )

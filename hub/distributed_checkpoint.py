@@ -1,0 +1,188 @@
+"""Resharding checkpoints (``torch.distributed.checkpoint``, DCP) that keep the hub's stamp.
+
+DCP's ``get_state_dict`` keeps only an optimizer's ``state`` and ``param_groups``, so the
+stamp that says which optimizer and parameters a state belongs to (hub/checkpoint.py) is
+dropped, and ``set_state_dict`` loads whatever it finds. Worse, ``dcp.load`` writes the
+saved tensors *into* the state it is given (the live model and optimizer tensors) before
+``set_state_dict`` calls ``load_state_dict``, so a check in ``load_state_dict`` comes too
+late to leave anything untouched. Hence these helpers::
+
+    from optimhub import distributed_checkpoint
+
+    distributed_checkpoint.save(model, optimizer, "ckpt/step-100")   # on every rank
+    ...
+    distributed_checkpoint.load(model, optimizer, "ckpt/step-100")   # any world size
+
+``save`` stores the stamp next to the model and optimizer states, as one more entry of the
+checkpoint (``"optimhub"``: the stamp as JSON text, a single object DCP saves once).
+``load`` reads that entry alone first and checks it against the optimizer: another
+optimizer, other parameters (names or global shapes) or a layerwise state for a plain
+optimizer (or back) is a ``CheckpointError`` raised before any tensor is read. It then
+makes sure the fresh optimizer has every state entry the checkpoint has (DCP loads only
+the keys of the state it is given: APOLLO's constructor stores a per-parameter seed, so
+without this its moments and projector are silently not loaded, measured 3.3e-2 off), by
+DCP's own priming step (zero gradients at lr 0, which leaves the weights as they are),
+and refuses what is still missing. Then DCP loads as usual.
+
+For an application state of your own (torchtitan's ``Stateful`` objects), put
+``stamp(optimizer)`` under ``STAMP_ENTRY`` when saving and call ``check(optimizer,
+checkpoint_id)`` before loading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .checkpoint import (
+    STAMP_KEY,
+    check_stamp,
+    checked_elsewhere,
+    stamp_of,
+    state_entry_problems,
+)
+from .errors import CapabilityError, CheckpointError, OptimHubWarning
+
+__all__ = ["STAMP_ENTRY", "check", "load", "save", "stamp"]
+
+#: The checkpoint entry that holds the stamp (next to "model" and "optimizer").
+STAMP_ENTRY = STAMP_KEY
+
+
+def stamp(optimizer: torch.optim.Optimizer) -> str:
+    """The stamp of ``optimizer``'s current state as JSON text (one object for DCP),
+    with whether it is a layerwise state; empty for an optimizer the hub did not build."""
+    state = _torch_layout(optimizer)
+    saved = stamp_of(state)
+    if saved is None:
+        return ""
+    return json.dumps({"stamp": saved, "layerwise": bool(state.get("layerwise"))})
+
+
+def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id: Any,
+         *, options: Any = None) -> None:
+    """``dcp.save`` of ``{"model", "optimizer", "optimhub"}``: DCP's ``get_state_dict``
+    (parameter names as keys, DTensors where sharded) plus the stamp. Call it on every
+    rank; ``options`` is DCP's ``StateDictOptions``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    _torch_layout(optimizer)  # the hub's error, not get_state_dict's KeyError
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    entry = stamp(optimizer)  # after get_state_dict: its priming may have made the state
+    dcp.save({"model": model_state, "optimizer": optimizer_state, STAMP_ENTRY: entry},
+             checkpoint_id=checkpoint_id)
+
+
+def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id: Any,
+         *, options: Any = None) -> None:
+    """Check the checkpoint's stamp (:func:`check`), then load the model and optimizer
+    states into ``model`` and ``optimizer`` through DCP, at any world size."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    check(optimizer, checkpoint_id)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=checkpoint_id)
+    with checked_elsewhere(optimizer):  # set_state_dict passes no stamp: checked above
+        set_state_dict(model, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"], options=options)
+
+
+def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
+    """Read the checkpoint's stamp alone and check it against ``optimizer`` (the
+    ``CheckpointError`` comes before any tensor is read); then give ``optimizer`` every
+    state entry the checkpoint has, priming it as DCP does if some are missing.
+
+    A checkpoint without the stamp (saved by DCP directly) is loaded unchecked, with an
+    ``OptimHubWarning``; its optimizer is primed whatever its state holds.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    entry: dict[str, Any] = {STAMP_ENTRY: ""}
+    dcp.load(entry, checkpoint_id=checkpoint_id,
+             planner=DefaultLoadPlanner(allow_partial_load=True))
+    text = entry[STAMP_ENTRY]
+    if not text:
+        import warnings
+
+        warnings.warn(
+            f"optimhub: this distributed checkpoint has no {STAMP_ENTRY!r} entry (it was not "
+            "saved by optimhub.distributed_checkpoint.save), so optimhub cannot check that "
+            "its optimizer state belongs to this optimizer and model; it is loaded unchecked.",
+            OptimHubWarning, stacklevel=2,
+        )
+        _prime(optimizer)
+        return
+    saved = _parse(text)
+    check_stamp(optimizer, saved["stamp"], ordered=False,  # DCP matches by name
+                unchecked="load it with DCP's own get_state_dict / set_state_dict, unchecked")
+    layerwise = bool(_torch_layout(optimizer).get("layerwise"))
+    if saved["layerwise"] != layerwise:
+        raise CheckpointError(
+            "this distributed checkpoint holds the state of a "
+            f"{'layerwise' if saved['layerwise'] else 'plain (not layerwise)'} optimizer, and "
+            f"this one is {'layerwise' if layerwise else 'not'}; build it with "
+            f"layerwise={saved['layerwise']} to resume it"
+        )
+    if state_entry_problems(optimizer, saved["stamp"], _torch_layout(optimizer)):
+        _prime(optimizer)
+        problems = state_entry_problems(optimizer, saved["stamp"], _torch_layout(optimizer))
+        if problems:
+            raise CheckpointError(
+                "this optimizer's state cannot take the distributed checkpoint's, even after "
+                f"DCP's priming step: {'; '.join(problems[:4])}. DCP loads only the entries "
+                "the state it is given has, so the rest would silently not be loaded."
+            )
+
+
+def _parse(text: Any) -> dict[str, Any]:
+    try:
+        saved = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        saved = None
+    if not (isinstance(saved, Mapping) and isinstance(saved.get("stamp"), Mapping)
+            and isinstance(saved.get("layerwise"), bool)):
+        raise CheckpointError(
+            f"the distributed checkpoint's {STAMP_ENTRY!r} entry is not optimhub's stamp "
+            f"(JSON with 'stamp' and 'layerwise'): {str(text)[:120]!r}"
+        )
+    return dict(saved)
+
+
+def _torch_layout(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()``, which must have torch's layout for DCP."""
+    state = optimizer.state_dict()
+    if not isinstance(state.get("state"), Mapping) or not isinstance(
+            state.get("param_groups"), list):
+        raise CapabilityError(
+            f"{type(optimizer).__name__}'s state dict does not have torch's layout ('state' "
+            "and 'param_groups'), which torch.distributed.checkpoint's get_state_dict needs; "
+            "save optimizer.state_dict() with torch.save on each rank instead"
+        )
+    return state
+
+
+def _prime(optimizer: torch.optim.Optimizer) -> None:
+    """DCP's priming step, done whatever the state holds: a zero gradient for every
+    trainable parameter, one ``step()`` at lr 0 (the weights stay as they are), so that the
+    state has every entry to load into. Skipped when a gradient is already set (DCP's rule:
+    that step would change the weights)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]
+              if p.requires_grad]
+    if any(p.grad is not None for p in params):
+        return
+    for param in params:
+        param.grad = torch.zeros_like(param)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(0.0) if isinstance(group["lr"], torch.Tensor) else 0.0
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    optimizer.zero_grad(set_to_none=True)
