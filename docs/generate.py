@@ -98,6 +98,17 @@ LOOP_DUTIES: dict[Capability, str] = {
         "is built. The measured matrix and the reason per name are in "
         "[distributed.md](distributed.md#every-name-under-ddp-and-fsdp2)."
     ),
+    Capability.DEEPSPEED_ZERO: (
+        "Nothing in the loop under DeepSpeed ZeRO 1 or 2 (with `gradient_clipping` as one "
+        "process would clip). Without it, `OptimHubTrainer` refuses the name under those "
+        "stages before building. The measured matrix and the reasons are in "
+        "[distributed.md](distributed.md#deepspeed-via-the-hf-trainer)."
+    ),
+    Capability.DEEPSPEED_ZERO3: (
+        "Nothing in the loop under DeepSpeed ZeRO 3. Without it, `OptimHubTrainer` refuses "
+        "the name under stage 3 before building (see "
+        "[distributed.md](distributed.md#deepspeed-via-the-hf-trainer))."
+    ),
     Capability.SINGLE_GROUP: (
         "Nothing in the loop. `param_group_rules` are refused: it applies one learning rate "
         "and one weight decay to every parameter."

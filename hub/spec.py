@@ -69,6 +69,8 @@ class Capability(str, enum.Enum):
     CLOSURE_REQUIRED = "closure_required"
     NO_DDP = "no_ddp"
     NO_FSDP2 = "no_fsdp2"
+    DEEPSPEED_ZERO = "deepspeed_zero"
+    DEEPSPEED_ZERO3 = "deepspeed_zero3"
     SINGLE_GROUP = "single_group"
     MATRIX_ONLY = "matrix_only"
     STATIC_WEIGHT_DECAY = "static_weight_decay"
@@ -107,6 +109,17 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.NO_FSDP2: (
         "cannot step parameters sharded by FSDP2 (fully_shard), or any DTensor parameter: "
         "measured, it fails or does not match one process; DistributedDataParallel works"
+    ),
+    Capability.DEEPSPEED_ZERO: (
+        "steps like one process under DeepSpeed ZeRO stages 1 and 2, which hand it flat "
+        "1-D partitions of each param group: measured bit for bit (an elementwise update); "
+        "OptimHubTrainer refuses a name without it under those stages"
+    ),
+    Capability.DEEPSPEED_ZERO3: (
+        "steps like one process under DeepSpeed ZeRO stage 3, which also calls step() once "
+        "per parameter sub-group with the other groups emptied (a step count kept per group "
+        "runs ahead there): measured bit for bit; OptimHubTrainer refuses a name without it "
+        "under stage 3"
     ),
     Capability.MATRIX_ONLY: (
         "updates only hidden 2-D weight matrices (Muon family): the other parameters need a "

@@ -123,7 +123,8 @@ def test_the_shipped_catalog_is_valid_and_complete():
 
 
 def test_get_spec_and_list_filters():
-    assert optimhub.get_spec("adamw_torch").capabilities == {Capability.LAYERWISE_CAPABLE}
+    assert optimhub.get_spec("adamw_torch").capabilities == {
+        Capability.LAYERWISE_CAPABLE, Capability.DEEPSPEED_ZERO, Capability.DEEPSPEED_ZERO3}
     assert optimhub.get_spec("adamw_torch_fused").fixed["fused"] is True
     names = [s.name for s in optimhub.list_optimizers("adamw_torch_f*")]
     assert names == ["adamw_torch_fused"]

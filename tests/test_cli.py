@@ -24,7 +24,8 @@ def test_list_json_has_every_name_and_filters(capsys):
     assert {r["name"] for r in rows} == set(get_registry().names())
     sgd = next(r for r in rows if r["name"] == "sgd")
     assert sgd == {"name": "sgd", "aliases": [], "backend": "torch", "installed": True,
-                   "capabilities": ["layerwise_capable"], "summary": sgd["summary"]}
+                   "capabilities": ["deepspeed_zero", "deepspeed_zero3",
+                                    "layerwise_capable"], "summary": sgd["summary"]}
     code, out, _ = run(capsys, "list", "adamw_torch_f*", "--json")
     assert [r["name"] for r in json.loads(out)] == ["adamw_torch_fused"]
     code, out, _ = run(capsys, "list", "--capability", "layerwise_capable", "--available")

@@ -43,6 +43,7 @@ from optimhub.integrations.transformers import (
     HubOptimizerFactory,
     OptimHubTrainer,
     hub_optimizer,
+    zero_stage,
 )
 from optimhub.layerwise import LayerwiseOptimizer
 from optimhub.testing import hidden_backend
@@ -458,7 +459,7 @@ def test_a_transformers_without_factories_gets_a_clear_error():
 def test_optimizers_that_need_whole_matrices_are_refused_under_deepspeed(
     tmp_path: Path, name: str
 ) -> None:
-    """ZeRO hands the optimizer flattened 1-D partitions (tools/deepspeed_probe.py:
+    """ZeRO hands the optimizer flattened 1-D partitions (tools/deepspeed_matrix.py:
     IndexError for the low-rank names, a refused param_groups swap for a routed one):
     refused before building, with the engines that work."""
     if name == "muon":  # a catalog name HF's TrainingArguments does not know
@@ -476,3 +477,43 @@ def test_elementwise_optimizers_still_build_under_deepspeed(tmp_path: Path) -> N
     trainer = make_trainer(tmp_path, args={"optim": "adamw_torch"})
     trainer.is_deepspeed_enabled = True
     trainer._check_loop_contract()  # no refusal
+
+
+@pytest.mark.parametrize("name", ["adamw_bnb_8bit", "adafactor"])
+def test_optimizers_not_measured_equal_under_zero_are_refused_under_deepspeed(
+    tmp_path: Path, name: str
+) -> None:
+    """Blockwise 8-bit state and factored moments change on ZeRO's flat partitions
+    (docs/deepspeed_matrix.json: 8.5e-3 and 6.0e-2 from one process after 5 steps)."""
+    trainer = make_trainer(tmp_path, args={"optim": name})
+    trainer.is_deepspeed_enabled = True
+    with pytest.raises(CapabilityError, match=rf"'{name}' is not among .*'deepspeed_zero3?'"):
+        trainer.create_optimizer_and_scheduler(num_training_steps=STEPS)
+    assert trainer.optimizer is None
+
+
+@pytest.mark.parametrize(("stage", "refused"), [(1, False), (2, False), (3, True)])
+def test_an_optimizer_that_counts_steps_per_group_is_refused_under_zero3_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: int, refused: bool
+) -> None:
+    """ZeRO-3 calls step() once per parameter sub-group: schedule-free's k ran to 10 in 5
+    steps (tools/deepspeed_matrix.py)."""
+    trainer = make_trainer(tmp_path, args={"optim": "schedule_free_adamw",
+                                           "lr_scheduler_type": "constant"})
+    trainer.is_deepspeed_enabled = True
+    monkeypatch.setattr(trainer, "_zero_stage", lambda: stage)
+    if refused:
+        with pytest.raises(CapabilityError, match=r"stages 1 and 2 but not 3.*use ZeRO stage 1"):
+            trainer._check_loop_contract()
+    else:
+        trainer._check_loop_contract()
+
+
+def test_the_zero_stage_is_read_from_accelerates_deepspeed_config() -> None:
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(hf_ds_config={"zero_optimization": {"stage": 1}})
+    assert zero_stage(plugin.deepspeed_config) == 1
+    # What cannot be read gets the strictest rule.
+    assert zero_stage({"zero_optimization": {"stage": "auto"}}) == 3
+    assert zero_stage(None) == 3

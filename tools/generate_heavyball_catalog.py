@@ -104,6 +104,26 @@ ENGINE_LIMITS: dict[str, list[str]] = {
 }
 
 
+#: class -> the DeepSpeed ZeRO stages it steps like one process under, as
+#: tools/deepspeed_matrix.py measured (two gloo processes, bit for bit; 2026-12-02):
+#: ``deepspeed_zero`` for stages 1 and 2, ``deepspeed_zero3`` for stage 3. An allow-list:
+#: OptimHubTrainer refuses a name without it under DeepSpeed. The names below update
+#: elementwise, which ZeRO's flat partitions cannot change; those with only
+#: ``deepspeed_zero`` count steps per param group, which ZeRO-3's one step() call per
+#: sub-group advances more than once per step.
+DEEPSPEED: dict[str, list[str]] = {
+    "ADOPT": ["deepspeed_zero"],
+    "AdEMAMix": ["deepspeed_zero"],
+    "AdamC": ["deepspeed_zero"],
+    "AdamW": ["deepspeed_zero"],
+    "LaProp": ["deepspeed_zero"],
+    "NAdam": ["deepspeed_zero"],
+    "RMSprop": ["deepspeed_zero"],
+    "SFAdamW": ["deepspeed_zero"],
+    "SGD": ["deepspeed_zero", "deepspeed_zero3"],
+    "UnscaledAdamW": ["deepspeed_zero"],
+}
+
 TABLES = Tables(
     documentation="https://github.com/HomebrewML/HeavyBall",
     backend="heavyball",
@@ -114,7 +134,8 @@ TABLES = Tables(
     classes=optimizer_classes,
     excluded=EXCLUDED,
     capabilities=CAPABILITIES,
-    engine_limits=ENGINE_LIMITS,
+    engine_limits={k: [*ENGINE_LIMITS.get(k, []), *DEEPSPEED.get(k, [])]
+                   for k in sorted(ENGINE_LIMITS.keys() | DEEPSPEED.keys())},
     state=STATE,
     hand_args=HAND_ARGS,
     dropped_args=DROPPED_ARGS,

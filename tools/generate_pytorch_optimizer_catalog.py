@@ -307,6 +307,72 @@ ENGINE_LIMITS: dict[str, list[str]] = {
 }
 
 
+#: key -> the DeepSpeed ZeRO stages it steps like one process under, as
+#: tools/deepspeed_matrix.py measured (two gloo processes, bit for bit; 2026-12-02):
+#: ``deepspeed_zero`` for stages 1 and 2, ``deepspeed_zero3`` for stage 3. An allow-list:
+#: OptimHubTrainer refuses a name without it under DeepSpeed. The names below update
+#: elementwise, which ZeRO's flat partitions cannot change; those with only
+#: ``deepspeed_zero`` count steps per param group, which ZeRO-3's one step() call per
+#: sub-group advances more than once per step. asgd is the other way round (differs by
+#: 4.1e-4 under ZeRO 1 and 2, not traced). adagc is left out although equal at the tool's
+#: width 48: it clips each tensor by its own norm, and differed by 5.9e-3 at width 64.
+DEEPSPEED: dict[str, list[str]] = {
+    "accsgd": ["deepspeed_zero", "deepspeed_zero3"],
+    "adabelief": ["deepspeed_zero"],
+    "adabound": ["deepspeed_zero"],
+    "adadelta": ["deepspeed_zero", "deepspeed_zero3"],
+    "adai": ["deepspeed_zero"],
+    "adamax": ["deepspeed_zero"],
+    "adamc": ["deepspeed_zero"],
+    "adamod": ["deepspeed_zero"],
+    "adams": ["deepspeed_zero"],
+    "adamwsn": ["deepspeed_zero"],
+    "adan": ["deepspeed_zero"],
+    "adanorm": ["deepspeed_zero"],
+    "adapnm": ["deepspeed_zero"],
+    "adasmooth": ["deepspeed_zero", "deepspeed_zero3"],
+    "ademamix": ["deepspeed_zero"],
+    "adopt": ["deepspeed_zero"],
+    "aggmo": ["deepspeed_zero", "deepspeed_zero3"],
+    "ano": ["deepspeed_zero"],
+    "asgd": ["deepspeed_zero3"],
+    "bcos": ["deepspeed_zero", "deepspeed_zero3"],
+    "dadaptadagrad": ["deepspeed_zero", "deepspeed_zero3"],
+    "dadaptadam": ["deepspeed_zero", "deepspeed_zero3"],
+    "dadaptadan": ["deepspeed_zero", "deepspeed_zero3"],
+    "dadaptlion": ["deepspeed_zero", "deepspeed_zero3"],
+    "diffgrad": ["deepspeed_zero"],
+    "dualadam": ["deepspeed_zero"],
+    "emolynx": ["deepspeed_zero", "deepspeed_zero3"],
+    "emonavi": ["deepspeed_zero", "deepspeed_zero3"],
+    "exadam": ["deepspeed_zero"],
+    "focus": ["deepspeed_zero"],
+    "ftrl": ["deepspeed_zero", "deepspeed_zero3"],
+    "grams": ["deepspeed_zero"],
+    "grokfastadamw": ["deepspeed_zero"],
+    "kate": ["deepspeed_zero", "deepspeed_zero3"],
+    "laprop": ["deepspeed_zero"],
+    "lion": ["deepspeed_zero", "deepspeed_zero3"],
+    "msvag": ["deepspeed_zero"],
+    "padam": ["deepspeed_zero"],
+    "pid": ["deepspeed_zero", "deepspeed_zero3"],
+    "pnm": ["deepspeed_zero"],
+    "qhadam": ["deepspeed_zero", "deepspeed_zero3"],
+    "qhm": ["deepspeed_zero", "deepspeed_zero3"],
+    "radam": ["deepspeed_zero"],
+    "schedulefreeadamw": ["deepspeed_zero"],
+    "schedulefreeradam": ["deepspeed_zero"],
+    "schedulefreesgd": ["deepspeed_zero"],
+    "sgdw": ["deepspeed_zero", "deepspeed_zero3"],
+    "signsgd": ["deepspeed_zero", "deepspeed_zero3"],
+    "simplifiedademamix": ["deepspeed_zero", "deepspeed_zero3"],
+    "srmm": ["deepspeed_zero"],
+    "swats": ["deepspeed_zero"],
+    "tiger": ["deepspeed_zero", "deepspeed_zero3"],
+    "vsgd": ["deepspeed_zero"],
+    "yogi": ["deepspeed_zero"],
+}
+
 TABLES = Tables(
     documentation="https://pytorch-optimizers.readthedocs.io/en/latest/optimizer/",
     backend="pytorch_optimizer",
@@ -317,7 +383,8 @@ TABLES = Tables(
     classes=optimizer_classes,
     excluded=EXCLUDED,
     capabilities=CAPABILITIES,
-    engine_limits=ENGINE_LIMITS,
+    engine_limits={k: [*ENGINE_LIMITS.get(k, []), *DEEPSPEED.get(k, [])]
+                   for k in sorted(ENGINE_LIMITS.keys() | DEEPSPEED.keys())},
     state=STATE,
     hand_args=HAND_ARGS,
     dropped_args=DROPPED_ARGS,

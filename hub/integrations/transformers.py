@@ -85,7 +85,57 @@ from ..trainer_settings import (
 )
 from ..training import TrainingDriver, check_loop_contract, drive
 
-__all__ = ["HubOptimizerFactory", "OptimHubTrainer", "hub_optimizer"]
+__all__ = ["HubOptimizerFactory", "OptimHubTrainer", "check_deepspeed", "hub_optimizer",
+           "zero_stage"]
+
+
+def zero_stage(deepspeed_config: Mapping[str, Any] | None) -> int:
+    """The ZeRO stage a DeepSpeed config asks for; 3, the strictest rule, where it says
+    none that can be read (no config, or a stage such as "auto")."""
+    stage = (deepspeed_config or {}).get("zero_optimization", {}).get("stage")
+    return stage if isinstance(stage, int) and not isinstance(stage, bool) else 3
+
+
+def check_deepspeed(spec: OptimizerSpec, stage: int) -> None:
+    """Refuse, before anything is built, an optimizer that DeepSpeed ZeRO ``stage`` does
+    not step like one process.
+
+    ZeRO hands the client optimizer its own flat fp32 partitions of each param group (every
+    weight of the group, concatenated and cut at rank boundaries), and at stage 3 calls
+    ``step()`` once per parameter sub-group with the other groups emptied. Only an
+    elementwise update is unchanged by that, so this is an allow-list: the names that
+    tools/deepspeed_matrix.py measured bit for bit equal to one process carry
+    ``deepspeed_zero`` (stages 1 and 2; stage 0 was not measured and gets their rule)
+    and ``deepspeed_zero3`` (stage 3); every other name, new or not measurable here, is
+    refused.
+    """
+    name = spec.name
+    fix = "use DDP, or FSDP2 where docs/distributed.md shows it works"
+    if spec.has(Capability.LOW_RANK) or spec.has(Capability.MATRIX_ONLY) or spec.routed:
+        raise CapabilityError(
+            f"optimizer {name!r} needs each weight as its 2-D matrix (a low-rank "
+            "projection, Newton-Schulz or per-route param groups), but DeepSpeed ZeRO "
+            "steps the optimizer on flat 1-D partitions and replaces its param groups "
+            "(measured with DeepSpeed 0.19.8: low-rank optimizers fail with IndexError, a "
+            f"routed one at its first step, Muon under ZeRO-3 on a 1-D gradient); {fix}"
+        )
+    needed = Capability.DEEPSPEED_ZERO3 if stage >= 3 else Capability.DEEPSPEED_ZERO
+    if spec.has(needed):
+        return
+    if needed is Capability.DEEPSPEED_ZERO3 and spec.has(Capability.DEEPSPEED_ZERO):
+        raise CapabilityError(
+            f"optimizer {name!r} steps like one process under DeepSpeed ZeRO stages 1 and 2 "
+            "but not 3, which calls step() once per parameter sub-group (the other groups "
+            "emptied): a step count kept per param group runs ahead of the real steps; use "
+            "ZeRO stage 1 or 2, DDP, or FSDP2 where docs/distributed.md shows it works"
+        )
+    raise CapabilityError(
+        f"optimizer {name!r} is not among the optimizers measured to step like one "
+        f"process under DeepSpeed ZeRO stage {stage} (capability {needed.value!r}): ZeRO "
+        "steps it on flat 1-D partitions that concatenate a param group's weights, which "
+        "changes any update that is not elementwise (per-tensor norms, factored, blockwise "
+        f"8-bit or preconditioned state); {fix}"
+    )
 
 
 class OptimHubTrainer(Trainer):
@@ -188,6 +238,11 @@ class OptimHubTrainer(Trainer):
             return None
         return "fused backward" if spec.has(Capability.FUSED_BACKWARD) else "layerwise"
 
+    def _zero_stage(self) -> int:
+        """The ZeRO stage of the DeepSpeed config accelerate runs this Trainer with."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        return zero_stage(getattr(plugin, "deepspeed_config", None))
+
     def _setting(self, field: str) -> Any:
         """A TrainingArguments value as this Trainer runs it: HF's untouched default
         replaced where the optimizer cannot honour it (see _replace_untouched_defaults)."""
@@ -260,17 +315,8 @@ class OptimHubTrainer(Trainer):
                     "after backward, but these updates consume them inside it): train in one "
                     "process"
                 )
-        needs_matrices = (spec.has(Capability.LOW_RANK) or spec.has(Capability.MATRIX_ONLY)
-                          or spec.routed)
-        if needs_matrices and self.is_deepspeed_enabled:
-            raise CapabilityError(
-                f"optimizer {name!r} needs each weight as its 2-D matrix (a low-rank "
-                "projection, Newton-Schulz or per-route param groups), but DeepSpeed ZeRO "
-                "steps the optimizer on flattened 1-D partitions and replaces its param "
-                "groups (measured with DeepSpeed 0.19.8: low-rank optimizers fail with "
-                "IndexError, a routed one at initialize); use DDP, or FSDP2 where "
-                "docs/distributed.md shows it works"
-            )
+        if self.is_deepspeed_enabled:
+            check_deepspeed(spec, self._zero_stage())
         if spec.has(Capability.NO_DDP) and args.world_size > 1:
             raise CapabilityError(
                 f"optimizer {name!r} cannot run under DistributedDataParallel "
