@@ -356,13 +356,12 @@ def render_section(stored: dict[str, Any]) -> str:
 
 
 def load_stored() -> dict[str, Any]:
-    return json.loads(STORED.read_text(encoding="utf-8"))
+    return matrix.load_stored(STORED)
 
 
 def page_with_section(page: str, section: str) -> str:
     """``page`` with its DeepSpeed section replaced by ``section``."""
-    start, end = page.index(BEGIN), page.index(END) + len(END)
-    return page[:start] + section + page[end:]
+    return matrix.page_with_section(page, section, BEGIN, END)
 
 
 def write(result: dict[str, dict[str, dict[str, Any]]], version: str | None = None) -> None:
@@ -372,6 +371,7 @@ def write(result: dict[str, dict[str, dict[str, Any]]], version: str | None = No
         import deepspeed
 
         version = deepspeed.__version__
+
     def kept(cell: dict[str, Any]) -> dict[str, Any]:
         return {k: kept(v) if k == "unguarded" else v for k, v in cell.items()
                 if k != "seconds"}

@@ -539,14 +539,15 @@ def render_section(stored: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_stored() -> dict[str, Any]:
-    return json.loads(STORED.read_text(encoding="utf-8"))
+def load_stored(path: Path = STORED) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def page_with_section(page: str, section: str) -> str:
-    """``page`` with its generated section replaced by ``section``."""
-    start, end = page.index(BEGIN), page.index(END) + len(END)
-    return page[:start] + section + page[end:]
+def page_with_section(page: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """``page`` with its generated section (between the ``begin`` and ``end`` markers)
+    replaced by ``section``."""
+    first, last = page.index(begin), page.index(end) + len(end)
+    return page[:first] + section + page[last:]
 
 
 def write(matrix: dict[str, dict[str, dict[str, Any]]]) -> None:
