@@ -47,7 +47,6 @@ import datetime
 import gc
 import json
 import os
-import random
 import sys
 import time
 import warnings
@@ -55,7 +54,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -146,9 +144,7 @@ def _train(name: str, stage: int, rank: int) -> dict[str, Any]:
     settings = dict(matrix._catalog_settings().get(name, {}))
     built = _config(spec, matrix.STEPS, settings.pop("lr", None),
                     settings.pop("optim_args", None), None, 0.0, "cpu", settings)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    random.seed(0)
+    matrix.seed_everything()
     model = matrix.new_model()
     engine = None
     try:

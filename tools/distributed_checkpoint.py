@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distributed_matrix as matrix
@@ -54,9 +55,15 @@ def _build(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     from optimhub.testing import _config
 
     layerwise = name.endswith("_layerwise") and name not in _catalog()
-    spec = get_spec(name.removesuffix("_layerwise") if layerwise else name)
-    overrides = {"layerwise": True} if layerwise else {}
-    return _config(spec, STEPS, None, None, None, 0.0, "cpu", overrides).build(model)
+    base = name.removesuffix("_layerwise") if layerwise else name
+    spec = get_spec(base)
+    # The distributed matrix's settings for the name (tests/catalog_settings.py, where an
+    # algorithm needs an option on the tiny model).
+    settings = dict(matrix._catalog_settings().get(base, {}))
+    if layerwise:
+        settings["layerwise"] = True
+    return _config(spec, STEPS, settings.pop("lr", None), settings.pop("optim_args", None),
+                   None, 0.0, "cpu", settings).build(model)
 
 
 def _catalog() -> set[str]:
@@ -109,7 +116,7 @@ def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
     """One name in one phase: the final weights of its runs, or the error."""
     result: dict[str, Any] = {}
     try:
-        torch.manual_seed(0)
+        matrix.seed_everything()
         model = matrix.new_model()
         if engine is not None:
             model = matrix._wrapped(engine, model)
@@ -128,13 +135,13 @@ def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
         if phase == 2:  # 1 -> 2
             if name == REFUSED_FROM:
                 result["refused"] = _refusal(engine, out / name / "saved-by-1")
-            torch.manual_seed(0)
+            matrix.seed_everything()
             model = matrix._wrapped(engine, matrix.new_model())
             optimizer = _build(name, model)
             _load(model, optimizer, out / name / "saved-by-1")
             _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
             result["resumed"] = matrix._weights(model)
-    except Exception as exc:
+    except (Exception, CheckpointException) as exc:  # DCP's is a BaseException
         traceback.print_exc()
         result["error"] = f"{type(exc).__name__}: {exc}"[:400]
     return result

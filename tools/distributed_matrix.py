@@ -245,6 +245,15 @@ def _catalog_settings() -> dict[str, dict[str, Any]]:
     return SETTINGS
 
 
+def seed_everything() -> None:
+    """Backends that draw random numbers draw the same ones everywhere, as after HF's
+    set_seed on every rank: torch's, numpy's (pto_kron decides when to balance its
+    preconditioner with numpy's global RNG) and Python's generators."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
 def _train(name: str, engine: str | None, rank: int | None, *,
            unguarded: bool = False) -> dict[str, Any]:
     """One cell (``engine``) or the reference (``engine=None``): the weights after the
@@ -257,12 +266,7 @@ def _train(name: str, engine: str | None, rank: int | None, *,
     settings = dict(_catalog_settings().get(name, {}))
     config = _config(spec, STEPS, settings.pop("lr", None), settings.pop("optim_args", None),
                      None, 0.0, "cpu", settings)
-    # Backends that draw random numbers draw the same ones everywhere, as after HF's
-    # set_seed on every rank: torch's, numpy's (pto_kron decides when to balance its
-    # preconditioner with numpy's global RNG) and Python's generators.
-    torch.manual_seed(0)
-    np.random.seed(0)
-    random.seed(0)
+    seed_everything()
     model = new_model()
     if engine is not None:
         model = _wrapped(engine, model)
