@@ -41,10 +41,12 @@ from .checkpoint import (
     STAMP_KEY,
     check_stamp,
     checked_elsewhere,
+    spec_or_none,
     stamp_of,
     state_entry_problems,
 )
 from .errors import CapabilityError, CheckpointError, OptimHubWarning
+from .spec import Capability
 
 __all__ = ["STAMP_ENTRY", "check", "load", "save", "stamp"]
 
@@ -172,11 +174,15 @@ def _prime(optimizer: torch.optim.Optimizer) -> None:
     """DCP's priming step, done whatever the state holds: a zero gradient for every
     trainable parameter, one ``step()`` at lr 0 (the weights stay as they are), so that the
     state has every entry to load into. Skipped when a gradient is already set (DCP's rule:
-    that step would change the weights)."""
+    that step would change the weights). A schedule-free optimizer takes it in train mode,
+    as every step (its ``step()`` refuses otherwise)."""
     params = [p for group in optimizer.param_groups for p in group["params"]
               if p.requires_grad]
     if any(p.grad is not None for p in params):
         return
+    spec = spec_or_none(optimizer)
+    if spec is not None and spec.has(Capability.SCHEDULE_FREE):
+        optimizer.train()  # type: ignore[attr-defined]
     for param in params:
         param.grad = torch.zeros_like(param)
     rates = [group["lr"] for group in optimizer.param_groups]

@@ -89,6 +89,17 @@ def test_apollo_projector_state_reshards_once_primed(
 
 
 @pytest.mark.parametrize("direction", ["1->2", "2->1"])
+def test_schedule_free_state_reshards_primed_in_train_mode(
+    resumed: dict[str, dict[str, Any]], direction: str
+) -> None:
+    """A fresh schedule-free optimizer is primed in train mode (its step() refuses
+    otherwise: the load failed with schedulefree's own exception before)."""
+    cell = resumed["schedule_free_adamw"]
+    assert "error" not in cell, cell
+    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"schedule-free {direction}: {cell}"
+
+
+@pytest.mark.parametrize("direction", ["1->2", "2->1"])
 def test_layerwise_state_reshards_bit_for_bit(
     resumed: dict[str, dict[str, Any]], direction: str
 ) -> None:
