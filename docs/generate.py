@@ -98,6 +98,12 @@ LOOP_DUTIES: dict[Capability, str] = {
         "is built. The measured matrix and the reason per name are in "
         "[distributed.md](distributed.md#every-name-under-ddp-and-fsdp2)."
     ),
+    Capability.NO_DCP: (
+        "Checkpoint it with `torch.save(optimizer.state_dict())` on each rank and resume at "
+        "the same world size: `optimhub.distributed_checkpoint.save` / `.load` raise "
+        "`CapabilityError` before writing or reading anything. The measurement is in "
+        "[distributed.md](distributed.md#every-name-that-runs-under-fsdp2-measured-once-not-in-the-test-suite)."
+    ),
     Capability.DEEPSPEED_ZERO: (
         "Nothing in the loop under DeepSpeed ZeRO 1 or 2 (with `gradient_clipping` as one "
         "process would clip). Without it, `OptimHubTrainer` refuses the name under those "

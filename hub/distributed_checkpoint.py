@@ -72,6 +72,7 @@ def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    _check_resumable(optimizer)
     _torch_layout(optimizer)  # the hub's error, not get_state_dict's KeyError
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     entry = stamp(optimizer)  # after get_state_dict: its priming may have made the state
@@ -106,6 +107,7 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
+    _check_resumable(optimizer)
     entry: dict[str, Any] = {STAMP_ENTRY: ""}
     dcp.load(entry, checkpoint_id=checkpoint_id,
              planner=DefaultLoadPlanner(allow_partial_load=True))
@@ -141,6 +143,21 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
                 f"DCP's priming step: {'; '.join(problems[:4])}. DCP loads only the entries "
                 "the state it is given has, so the rest would silently not be loaded."
             )
+
+
+def _check_resumable(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse, before anything is written or read, an optimizer whose state is measured not
+    to resume through DCP (capability ``no_dcp``): its load would succeed and the next step
+    fail inside the backend, or the resumed run would silently differ."""
+    spec = spec_or_none(optimizer)
+    if spec is not None and spec.has(Capability.NO_DCP):
+        raise CapabilityError(
+            f"optimizer {spec.name!r} cannot be checkpointed through "
+            f"torch.distributed.checkpoint (capability '{Capability.NO_DCP.value}': measured, "
+            "its state does not come back as it was saved; docs/distributed.md says how); "
+            "save optimizer.state_dict() with torch.save on each rank and resume at the same "
+            "world size"
+        )
 
 
 def _parse(text: Any) -> dict[str, Any]:

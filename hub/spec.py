@@ -69,6 +69,7 @@ class Capability(str, enum.Enum):
     CLOSURE_REQUIRED = "closure_required"
     NO_DDP = "no_ddp"
     NO_FSDP2 = "no_fsdp2"
+    NO_DCP = "no_dcp"
     DEEPSPEED_ZERO = "deepspeed_zero"
     DEEPSPEED_ZERO3 = "deepspeed_zero3"
     SINGLE_GROUP = "single_group"
@@ -109,6 +110,12 @@ _EXPLANATIONS: dict[Capability, str] = {
     Capability.NO_FSDP2: (
         "cannot step parameters sharded by FSDP2 (fully_shard), or any DTensor parameter: "
         "measured, it fails or does not match one process; DistributedDataParallel works"
+    ),
+    Capability.NO_DCP: (
+        "its state does not resume through torch.distributed.checkpoint (measured: the "
+        "first step after loading fails, or the resumed run is off); "
+        "optimhub.distributed_checkpoint refuses it before saving or loading: save "
+        "optimizer.state_dict() with torch.save on each rank instead"
     ),
     Capability.DEEPSPEED_ZERO: (
         "steps like one process under DeepSpeed ZeRO stages 1 and 2, which hand it flat "

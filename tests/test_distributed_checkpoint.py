@@ -243,3 +243,27 @@ def test_an_optimizer_without_torchs_layout_is_refused_by_name(tmp_path: Path) -
                                               "torch's layout"):
         distributed_checkpoint.save(model, optimizer, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("name", "package"), [
+    ("heavyball_adamw", "heavyball"), ("grokadamw", "grokadamw"),
+    ("pto_emonavi", "pytorch_optimizer")])
+def test_a_name_measured_not_to_resume_is_refused_before_saving_or_loading(
+        name: str, package: str, tmp_path: Path) -> None:
+    """``no_dcp`` (measured by tools/distributed_checkpoint.py: heavyball's set-valued
+    state came back as None and its next step failed; GrokAdamW resumed 4.7e-2 off;
+    EmoNavi failed with KeyError: 'ema'): refused by name, nothing written, nothing read."""
+    import torch
+
+    from optimhub import CapabilityError, distributed_checkpoint
+
+    pytest.importorskip(package)
+    model, optimizer = _trained(name, steps=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(CapabilityError, match=f"{name!r} cannot be checkpointed through "
+                                              "torch.distributed.checkpoint"):
+        distributed_checkpoint.save(model, optimizer, tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(CapabilityError, match="no_dcp"):
+        distributed_checkpoint.load(model, optimizer, tmp_path / "saved")
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

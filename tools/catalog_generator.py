@@ -65,8 +65,9 @@ class Tables:
     #: Where a name's ``paper`` link points when the library's README names no paper for
     #: it: the library's own documentation.
     documentation: str = ""
-    #: key -> the engines it must be refused on (``no_ddp``, ``no_fsdp2``), as
-    #: tools/distributed_matrix.py measured (a cell that failed or trained differently).
+    #: key -> the engines it must be refused on (``no_ddp``, ``no_fsdp2``, ``no_dcp``) or
+    #: is measured to step like one process under (``deepspeed_zero``...), as the tools
+    #: measured (tools/distributed_matrix.py, deepspeed_matrix.py, distributed_checkpoint.py).
     engine_limits: Mapping[str, list[str]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -94,6 +95,13 @@ class Tables:
     @property
     def end(self) -> str:
         return "# " + "-" * 76 + f" end {self.backend}"
+
+
+def merged_limits(*tables: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The engine limits of each key from every measured table (distributed matrix,
+    DeepSpeed, DCP), in the tables' order."""
+    keys = sorted(set().union(*(table.keys() for table in tables)))
+    return {key: [c for table in tables for c in table.get(key, [])] for key in keys}
 
 
 def _folded(name: str) -> str:
