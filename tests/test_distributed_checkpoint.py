@@ -66,49 +66,30 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
                                    workdir=tmp_path_factory.mktemp("dcp"))
 
 
+#: What each kind of state needed to reshard bit for bit.
+RESHARDS_BECAUSE = {
+    "adamw_torch": "Adam's moments are sharded like their parameters",
+    "apollo_adamw": "APOLLO's constructor stores a seed per parameter, so DCP's "
+                    "get_state_dict does not prime its state (only an empty one) and would "
+                    "load nothing else: load() primes it whenever an entry is missing",
+    "schedule_free_adamw": "a fresh schedule-free optimizer is primed in train mode (its "
+                           "step() refuses otherwise: the load failed with schedulefree's "
+                           "own exception before)",
+    "adamw_torch_layerwise": "the layerwise state dict has torch's layout (state by "
+                             "position) and its state is a view of the inner states, so "
+                             "DCP keys, primes and loads it as any optimizer's",
+}
+
+
 @pytest.mark.parametrize("direction", ["1->2", "2->1"])
-def test_adam_state_reshards_and_continues_bit_for_bit(
-    resumed: dict[str, dict[str, Any]], direction: str
+@pytest.mark.parametrize("name", sorted(RESHARDS_BECAUSE))
+def test_each_kind_of_state_reshards_and_continues_bit_for_bit(
+    resumed: dict[str, dict[str, Any]], name: str, direction: str
 ) -> None:
-    cell = resumed["adamw_torch"]
-    assert "error" not in cell, cell
+    cell = resumed[name]
+    assert "error" not in cell, (cell, RESHARDS_BECAUSE[name])
     assert cell["fsdp2"] == 0.0, cell  # the uninterrupted FSDP2 run is one process's
-    assert cell[direction] == 0.0, f"adamw_torch {direction}: {cell}"
-
-
-@pytest.mark.parametrize("direction", ["1->2", "2->1"])
-def test_apollo_projector_state_reshards_once_primed(
-    resumed: dict[str, dict[str, Any]], direction: str
-) -> None:
-    """APOLLO's constructor stores a seed per parameter, so DCP's get_state_dict does not
-    prime its state (it does only for an empty one) and would load nothing else; the
-    tool primes it first (``_prime``: DCP's zero-gradient, lr 0 step, done always)."""
-    cell = resumed["apollo_adamw"]
-    assert "error" not in cell, cell
-    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"apollo_adamw {direction}: {cell}"
-
-
-@pytest.mark.parametrize("direction", ["1->2", "2->1"])
-def test_schedule_free_state_reshards_primed_in_train_mode(
-    resumed: dict[str, dict[str, Any]], direction: str
-) -> None:
-    """A fresh schedule-free optimizer is primed in train mode (its step() refuses
-    otherwise: the load failed with schedulefree's own exception before)."""
-    cell = resumed["schedule_free_adamw"]
-    assert "error" not in cell, cell
-    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"schedule-free {direction}: {cell}"
-
-
-@pytest.mark.parametrize("direction", ["1->2", "2->1"])
-def test_layerwise_state_reshards_bit_for_bit(
-    resumed: dict[str, dict[str, Any]], direction: str
-) -> None:
-    """The layerwise optimizer's state dict has torch's layout (state by position) and its
-    ``state`` is a view of the inner states, so DCP keys, primes and loads it as any
-    optimizer's."""
-    cell = resumed["adamw_torch_layerwise"]
-    assert "error" not in cell, cell
-    assert cell["fsdp2"] == 0.0 and cell[direction] == 0.0, f"layerwise {direction}: {cell}"
+    assert cell[direction] == 0.0, f"{name} {direction}: {cell} ({RESHARDS_BECAUSE[name]})"
 
 
 @pytest.mark.parametrize("direction", ["1->2", "2->1"])
