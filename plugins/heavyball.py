@@ -79,8 +79,10 @@ def build(request: BuildRequest) -> torch.optim.Optimizer:
         kwargs["rank"] = default_rank(params)
     optimizer = cls(request.param_groups, **kwargs)
     from ._saved_dtypes import keep_saved_dtypes  # imports torch
+    from ._text_state_keys import nested_keys_as_text
 
     keep_saved_dtypes(optimizer)  # PSGD's float64 bounds: exact resume (see the module)
+    nested_keys_as_text(optimizer)  # its {0: {...}} entries through DCP (see the module)
     return optimizer
 
 

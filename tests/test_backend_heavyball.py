@@ -115,3 +115,27 @@ def test_psgd_float64_state_keeps_its_dtype_and_values_through_a_checkpoint() ->
     loaded = _float64_state(fresh)
     assert len(loaded) == len(saved)
     assert sorted(t.item() for t in loaded) == sorted(t.item() for t in saved)
+
+
+def test_nested_state_is_saved_with_text_keys_and_int_keys_still_load() -> None:
+    """heavyball's per-parameter state nests dicts under int keys ({0: {...}}), which DCP
+    could not bring back (plugins/_text_state_keys.py): ``state_dict()`` gives them as
+    text, ``load_state_dict`` takes text or int keys, and the live state keeps ints."""
+    model = ot.conformance_model()
+    optimizer = optimhub.create_optimizer("heavyball_adamw", model, lr=1e-3)
+    driver = optimhub.drive(optimizer, model=model)
+    for _ in range(2):
+        driver.backward(ot.conformance_loss(model, ot.conformance_batch()))
+        driver.step()
+    saved = optimizer.state_dict()
+    entry = saved["state"][0]
+    assert set(entry) == {"0"} and isinstance(entry["0"]["is_initialized"], set)
+    assert all(isinstance(k, int) for v in optimizer.state.values() for k in v)
+    as_before = {**saved, "state": {i: {int(k): v for k, v in e.items()}
+                                    for i, e in saved["state"].items()}}
+    for state in (saved, as_before):
+        fresh_model = ot.conformance_model()
+        fresh = optimhub.create_optimizer("heavyball_adamw", fresh_model, lr=1e-3)
+        fresh.load_state_dict(state)
+        assert all(isinstance(k, int) for v in fresh.state.values() for k in v)
+        assert fresh.state_dict()["state"][0]["0"].keys() == entry["0"].keys()

@@ -124,12 +124,19 @@ DEEPSPEED: dict[str, list[str]] = {
     "UnscaledAdamW": ["deepspeed_zero"],
 }
 
-#: class -> ``no_dcp``: every heavyball optimizer keeps a Python set per transform
-#: (``is_initialized``) in its state, which comes back from a torch.distributed.checkpoint
-#: load as None: the first step after loading fails inside heavyball (measured by
-#: tools/distributed_checkpoint.py for the 34 names that run under FSDP2, 2026-12-02; the
-#: PSGD ones already fail at DCP's zero-gradient priming step).
-DCP: dict[str, list[str]] = {key: ["no_dcp"] for key in STATE}
+#: The classes that resume through torch.distributed.checkpoint bit for bit (save at one
+#: world size, load at the other, both ways), as tools/distributed_checkpoint.py measured
+#: (2026-12-02, with the plugin's text keys for heavyball's nested state: see
+#: plugins/_text_state_keys.py). Every other class gets ``no_dcp``: SOAP, Shampoo, SOLP and
+#: the Muon family resume 1e-4 to 5e-2 off (preconditioner state DCP does not bring back as
+#: it was), the PSGD ones fail at DCP's zero-gradient priming step (``PrecondInitError``),
+#: and the SOAP-NAdam ones in DCP's planner (a 1-element vs 0-d size mismatch).
+RESUMES_THROUGH_DCP = frozenset({
+    "ADOPT", "AdEMAMix", "AdamC", "AdamW", "HyperBallAdamW", "LaProp", "LaPropOrtho",
+    "NAdam", "OrthoLaProp", "RMSprop", "SFAdamW", "SGD", "SignLaProp", "UnscaledAdamW",
+})
+DCP: dict[str, list[str]] = {key: ["no_dcp"] for key in STATE
+                             if key not in RESUMES_THROUGH_DCP}
 
 TABLES = Tables(
     documentation="https://github.com/HomebrewML/HeavyBall",
