@@ -17,30 +17,16 @@ why). So the tests are in two parts:
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from script_modules import load_script
 
 import optimhub
 from optimhub import CapabilityError
 from optimhub.integrations.transformers import check_deepspeed
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "deepspeed_matrix.py"
-
-
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("optimhub_deepspeed_matrix", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-matrix_tool = _tool()
+matrix_tool = load_script("tools/deepspeed_matrix.py", "optimhub_deepspeed_matrix")
 DEFECTS = matrix_tool.matrix.DEFECTS
 NOT_RUN = matrix_tool.matrix.NOT_RUN
 CATALOG = [s.name for s in optimhub.list_optimizers()]

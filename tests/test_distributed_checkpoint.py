@@ -23,19 +23,16 @@ on 2 cores. What is asserted, and what it found:
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch.distributed as dist
+from script_modules import load_script
 
 from optimhub import OptimHubWarning
-
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "distributed_checkpoint.py"
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -43,17 +40,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _tool() -> ModuleType:
-    sys.path.insert(0, str(TOOL.parent))
-    spec = importlib.util.spec_from_file_location("optimhub_distributed_checkpoint", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-checkpoint_tool = _tool()
+checkpoint_tool = load_script("tools/distributed_checkpoint.py",
+                              "optimhub_distributed_checkpoint", with_siblings=True)
 
 
 @pytest.fixture(scope="module")

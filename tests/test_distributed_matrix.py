@@ -19,31 +19,16 @@ one process, fails here: that is what a capability must turn into a refusal.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch.distributed as dist
+from script_modules import load_script
 
 import optimhub
 from optimhub import Capability
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "distributed_matrix.py"
-
-
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("optimhub_distributed_matrix", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-matrix_tool = _tool()
+matrix_tool = load_script("tools/distributed_matrix.py", "optimhub_distributed_matrix")
 CATALOG = [s.name for s in optimhub.list_optimizers()]
 CELLS = [(engine, name) for engine in matrix_tool.ENGINES for name in CATALOG]
 CELL_IDS = [f"{engine}-{name}" for engine, name in CELLS]

@@ -9,28 +9,15 @@ for a representative name of each backend class and each loop contract.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from script_modules import load_script
 from torch import nn
 
 from optimhub.model_shapes import parse_model_spec
 from optimhub.testing import readiness
 
-
-def _load_direct():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "direct.py"
-    spec = importlib.util.spec_from_file_location("optimhub_benchmarks_direct", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-direct = _load_direct()
+direct = load_script("benchmarks/direct.py", "optimhub_benchmarks_direct")
 
 REFERENCE = "llama:hidden=64,layers=2,vocab=99,intermediate=128,heads=4,kv_heads=2"
 RANK = 8

@@ -12,33 +12,17 @@ what happened and what to do. One spawn of 2 processes, about 17 s on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 import torch.distributed as dist
+from script_modules import load_script
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "trainer_fsdp2_probe.py"
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="torch.distributed with the gloo backend is not available in this torch build",
 )
-
-
-def _tool() -> ModuleType:
-    sys.path.insert(0, str(TOOL.parent))
-    spec = importlib.util.spec_from_file_location("optimhub_trainer_fsdp2_probe", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +31,8 @@ def outcomes() -> dict[str, list[str]]:
         from torch.distributed.fsdp import fully_shard  # noqa: F401  (torch >= 2.6)
     except ImportError:
         pytest.skip("this torch has no FSDP2 (torch.distributed.fsdp.fully_shard)")
-    return _tool().measure()
+    return load_script("tools/trainer_fsdp2_probe.py", "optimhub_trainer_fsdp2_probe",
+                       with_siblings=True).measure()
 
 
 @pytest.mark.parametrize(("case", "asked"), [
