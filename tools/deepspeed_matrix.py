@@ -374,11 +374,8 @@ def write(result: dict[str, dict[str, dict[str, Any]]], version: str | None = No
 
     kept_result = {engine: {name: kept(cell) for name, cell in cells.items()}
                    for engine, cells in result.items()}
-    stored = {"deepspeed": version, "torch": torch.__version__.split("+")[0],
-              "matrix": kept_result}
-    STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    PAGE.write_text(page_with_section(PAGE.read_text(encoding="utf-8"),
-                                      render_section(stored)), encoding="utf-8")
+    matrix.store({"deepspeed": version, "torch": torch.__version__.split("+")[0],
+                  "matrix": kept_result}, STORED, render_section, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

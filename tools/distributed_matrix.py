@@ -558,10 +558,16 @@ def write(matrix: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Store the matrix (without the timings, which change from run to run) and render it."""
     kept = {engine: {name: {k: v for k, v in cell.items() if k != "seconds"}
                      for name, cell in cells.items()} for engine, cells in matrix.items()}
-    stored = {"torch": torch.__version__.split("+")[0], "matrix": kept}
-    STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    PAGE.write_text(page_with_section(PAGE.read_text(encoding="utf-8"),
-                                      render_section(stored)), encoding="utf-8")
+    store({"torch": torch.__version__.split("+")[0], "matrix": kept}, STORED, render_section)
+
+
+def store(stored: dict[str, Any], path: Path, render: Callable[[dict[str, Any]], str],
+          begin: str = BEGIN, end: str = END) -> None:
+    """Write ``stored`` to ``path`` (JSON) and its rendered section into docs/distributed.md
+    between ``begin`` and ``end``."""
+    path.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    PAGE.write_text(page_with_section(PAGE.read_text(encoding="utf-8"), render(stored),
+                                      begin, end), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
