@@ -39,9 +39,10 @@ __all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "InnerStates"
 #: The marker of a layerwise optimizer's state dict (a plain optimizer refuses it).
 LAYERWISE_KEY = "layerwise"
 #: The key, in a parameter's state entry, of its inner optimizer's group values that
-#: stepping changed (optimi's StableAdamW counts its steps in its group): torch's layout
+#: stepping changed (a backend may count its steps in its param group): torch's layout
 #: has one group per outer group, DCP keeps nothing else, so they travel with the entry.
 INNER_GROUP_KEY = "layerwise_inner_group"
+
 
 class _InBackwardOwners:
     """Which live optimizer updates each parameter inside backward (weakly, by identity).
@@ -179,7 +180,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         self._group_of: dict[str, dict[str, Any]] = {}
         self._name_of: dict[int, str] = {}
         #: Each inner optimizer's group values as built: what its stepping changes in them
-        #: (optimi keeps its step count there) is saved with its state entry.
+        #: (a step count kept in the group) is saved with its state entry.
         self._built: dict[str, dict[str, Any]] = {}
         self._handles: list[Any] = []
         params: dict[str, torch.Tensor] = {}
