@@ -1,4 +1,5 @@
-"""Helpers to compare an optimizer built by optimhub with the one the HF Trainer builds.
+"""Helpers to compare an optimizer built by optimhub with the one the HF Trainer (or a user,
+by hand) builds.
 
 Used by every ``test_hf_parity_*`` module: same TrainingArguments in, then the class, the
 parameter names of each (non-empty) group, every group hyperparameter and the parameters
@@ -81,6 +82,19 @@ def train_on_batches(model: nn.Module, optimizer: torch.optim.Optimizer, seeds: 
             optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def conformance_steps(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 5
+                      ) -> None:
+    """``steps`` plain steps on optimhub.testing's conformance batch (the same every step):
+    what a backend's by-hand parity test runs on the hub's optimizer and on its own."""
+    import optimhub.testing as ot
+
+    batch = ot.conformance_batch()
+    for _ in range(steps):
+        ot.conformance_loss(model, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
 
 def max_difference(model_a: nn.Module, model_b: nn.Module) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity import conformance_steps
 
 import optimhub
 import optimhub.testing as ot
@@ -22,12 +23,8 @@ def test_hub_matches_the_class_built_by_hand() -> None:
                                     optim_args="betas=(0.8,0.99,0.999),clip_threshold=2.0")
     hand = came_pytorch.CAME(hand_model.parameters(), lr=2e-3, betas=(0.8, 0.99, 0.999),
                              eps=(1e-30, 1e-16), clip_threshold=2.0, weight_decay=0.0)
-    batch = ot.conformance_batch()
     for model, optimizer in ((hub_model, hub), (hand_model, hand)):
-        for _ in range(5):
-            ot.conformance_loss(model, batch).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        conformance_steps(model, optimizer)
     for a, b in zip(hub_model.parameters(), hand_model.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from parity import conformance_steps
 
 import optimhub
 import optimhub.testing as ot
@@ -36,14 +37,6 @@ def test_every_exported_optimizer_but_the_wrappers_is_a_name() -> None:
     assert optimhub.get_spec("HeavyBall_SOAP").name == "heavyball_soap"  # any case
 
 
-def _steps(model, optimizer, n=5):
-    batch = ot.conformance_batch()
-    for _ in range(n):
-        ot.conformance_loss(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
 @pytest.mark.parametrize(("name", "cls"), [("heavyball_adamw", "AdamW"),
                                            ("heavyball_soap", "SOAP")])
 def test_hub_matches_the_class_built_by_hand(name, cls) -> None:
@@ -60,8 +53,8 @@ def test_hub_matches_the_class_built_by_hand(name, cls) -> None:
     if optimhub.get_spec(name).has_hyperparameter("eps"):
         kwargs["eps"] = 1e-8
     hand = getattr(heavyball, cls)(hand_groups, **kwargs)
-    _steps(hub_model, hub)
-    _steps(hand_model, hand)
+    conformance_steps(hub_model, hub)
+    conformance_steps(hand_model, hand)
     for a, b in zip(hub_model.parameters(), hand_model.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from parity import conformance_steps
 
 import optimhub
 import optimhub.testing as ot
@@ -46,14 +47,6 @@ def test_every_name_is_namespaced_and_builds_from_the_library() -> None:
 
 
 # ----------------------------------------------------------------------------- HF parity
-def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int = 5) -> None:
-    batch = ot.conformance_batch()
-    for _ in range(n):
-        ot.conformance_loss(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
 def _hf_groups(model: torch.nn.Module, decay: float) -> list[dict]:
     """HF's decay / no-decay split, as the hub makes it."""
     names = optimhub.param_groups.decay_parameter_names(model)
@@ -87,8 +80,8 @@ def test_hub_matches_the_class_built_by_hand(name, cls, extra) -> None:
     if spec.has_hyperparameter("eps"):
         kwargs["eps"] = 1e-7
     hand = getattr(pytorch_optimizer, cls)(_hf_groups(hand_model, 0.1), **kwargs)
-    _steps(hub_model, hub)
-    _steps(hand_model, hand)
+    conformance_steps(hub_model, hub)
+    conformance_steps(hand_model, hand)
     for (n, a), b in zip(hub_model.named_parameters(), hand_model.parameters(), strict=True):
         assert torch.equal(a, b), n
 
@@ -239,7 +232,7 @@ def test_dadapt_adan_estimate_misses_only_its_grown_d() -> None:
 def test_adashift_checkpoint_keeps_its_bounded_queue() -> None:
     model = ot.conformance_model()
     optimizer = optimhub.create_optimizer("pto_adashift", model, optim_args="keep_num=3")
-    _steps(model, optimizer, 4)
+    conformance_steps(model, optimizer, 4)
     state = optimizer.state_dict()
     assert isinstance(next(iter(state["state"].values()))["grad_queue"], list)
     fresh = optimhub.create_optimizer("pto_adashift", ot.conformance_model(),
