@@ -17,6 +17,7 @@ from test_backend_galore import (
     SMALL,
     Mixed,
     assert_resumes_exactly,
+    assert_same_mixed_run,
     build,
     mixed_step,
     named_groups,
@@ -189,12 +190,7 @@ def test_svd_projector_is_compact_with_apollo_torchs_numbers_bit_for_bit(proj_ty
                       optim_target_modules=MIXED_TARGETS)
     reference_model = Mixed()
     reference = reference_like(optimizer, model, reference_model, apollo_torch.APOLLOAdamW)
-    for step in range(6):
-        mixed_step(model, optimizer, step)
-        mixed_step(reference_model, reference, step)
-    for (param_name, ours), theirs in zip(model.named_parameters(),
-                                          reference_model.parameters(), strict=True):
-        assert torch.equal(ours, theirs), param_name
+    assert_same_mixed_run(model, optimizer, reference_model, reference)
     up, reference_up = model.mlp["up_proj"].weight, reference_model.mlp["up_proj"].weight
     ortho = optimizer.state[up]["projector"].ortho_matrix
     assert projector_storages(optimizer, up) == needed_bytes(ortho)

@@ -345,6 +345,19 @@ HIDDEN_128 = "llama:hidden=128,layers=2,vocab=256,intermediate=344,heads=4"
 BOUND_AT_RANK_8 = 1.3
 
 
+def assert_same_mixed_run(model: nn.Module, optimizer: torch.optim.Optimizer,
+                          reference_model: nn.Module, reference: torch.optim.Optimizer,
+                          steps: int = 6) -> None:
+    """``steps`` identical mixed steps on both (projector refreshes every 2nd step with
+    ``update_proj_gap=2``): the same parameters, bit for bit."""
+    for step in range(steps):
+        mixed_step(model, optimizer, step)
+        mixed_step(reference_model, reference, step)
+    for (param_name, ours), theirs in zip(model.named_parameters(),
+                                          reference_model.parameters(), strict=True):
+        assert torch.equal(ours, theirs), param_name
+
+
 def reference_like(optimizer: torch.optim.Optimizer, model: nn.Module,
                    reference_model: nn.Module, cls: type, **kwargs) -> torch.optim.Optimizer:
     """``cls`` built by hand on ``reference_model`` with exactly the hub's groups (by
@@ -387,12 +400,7 @@ def test_compact_projector_gives_galore_torchs_numbers_bit_for_bit(name, cls, kw
     reference_model = Mixed()
     reference = reference_like(optimizer, model, reference_model,
                                getattr(galore_torch, cls), **kwargs)
-    for step in range(6):
-        mixed_step(model, optimizer, step)
-        mixed_step(reference_model, reference, step)
-    for (param_name, ours), theirs in zip(model.named_parameters(),
-                                          reference_model.parameters(), strict=True):
-        assert torch.equal(ours, theirs), param_name
+    assert_same_mixed_run(model, optimizer, reference_model, reference)
 
     up, reference_up = model.mlp["up_proj"].weight, reference_model.mlp["up_proj"].weight
     ortho = optimizer.state[up]["projector"].ortho_matrix
