@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -51,6 +52,19 @@ def test_one_scheduler_drives_every_inner_optimizer_and_reports_the_real_lr():
     assert inner_lrs == pytest.approx([1e-2 * 0.5 ** 2] * len(inner_lrs))
 
 
+def assert_resumes(name: str, model: torch.nn.Module, optimizer: Any, state: Any) -> None:
+    """A copy of ``model`` with a fresh layerwise ``name`` loaded from ``state`` trains
+    the next 2 steps exactly as ``model`` and ``optimizer`` do."""
+    resumed_model = make_tiny_lm()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = optimhub.create_optimizer(name, resumed_model, lr=1e-2, layerwise=True)
+    resumed.load_state_dict(state)
+    layerwise_train(model, optimizer, steps=2)
+    layerwise_train(resumed_model, resumed, steps=2)
+    assert max_difference(model, resumed_model) == 0.0
+    resumed.close()
+
+
 def test_state_dict_has_torchs_layout_and_loads_strictly(tmp_path):
     """torch's layout (state by position, as DCP's get_state_dict expects it), the stamp
     naming each position's parameter."""
@@ -66,13 +80,7 @@ def test_state_dict_has_torchs_layout_and_loads_strictly(tmp_path):
     torch.save(state, tmp_path / "opt.pt")
     loaded = torch.load(tmp_path / "opt.pt", weights_only=True)
 
-    resumed_model = make_tiny_lm()
-    resumed_model.load_state_dict(model.state_dict())
-    resumed = optimhub.create_optimizer("adamw_torch", resumed_model, lr=1e-2, layerwise=True)
-    resumed.load_state_dict(loaded)
-    layerwise_train(model, optimizer, steps=2)
-    layerwise_train(resumed_model, resumed, steps=2)
-    assert max_difference(model, resumed_model) == 0.0
+    assert_resumes("adamw_torch", model, optimizer, loaded)
 
     smaller = make_tiny_lm(layers=1)
     other = optimhub.create_optimizer("adamw_torch", smaller, lr=1e-2, layerwise=True)
@@ -99,15 +107,8 @@ def test_resuming_keeps_what_stepping_changed_in_the_inner_groups(name, tmp_path
     else:
         assert carried == [None] * len(carried)
     torch.save(state, tmp_path / "opt.pt")
-    resumed_model = make_tiny_lm()
-    resumed_model.load_state_dict(model.state_dict())
-    resumed = optimhub.create_optimizer(name, resumed_model, lr=1e-2, layerwise=True)
-    resumed.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
-    layerwise_train(model, optimizer, steps=2)
-    layerwise_train(resumed_model, resumed, steps=2)
-    assert max_difference(model, resumed_model) == 0.0
+    assert_resumes(name, model, optimizer, torch.load(tmp_path / "opt.pt", weights_only=True))
     optimizer.close()
-    resumed.close()
 
 
 def test_a_state_in_the_earlier_layout_still_loads():
@@ -127,15 +128,9 @@ def test_a_state_in_the_earlier_layout_still_loads():
         "inner": {name: inner.state_dict() for name, inner in optimizer.inner.items()},
     })
     assert earlier["optimhub"]["state"]  # the stamp describes the inner entries
-    resumed_model = make_tiny_lm()
-    resumed_model.load_state_dict(model.state_dict())
-    resumed = optimhub.create_optimizer("adamw_torch", resumed_model, lr=1e-2, layerwise=True)
-    resumed.load_state_dict(copy.deepcopy(earlier))  # torch would share the tensors
-    layerwise_train(model, optimizer, steps=2)
-    layerwise_train(resumed_model, resumed, steps=2)
-    assert max_difference(model, resumed_model) == 0.0
+    assert_resumes("adamw_torch", model, optimizer,
+                   copy.deepcopy(earlier))  # torch would share the tensors
     optimizer.close()
-    resumed.close()
 
 
 def test_state_is_a_view_of_the_inner_states_and_step_steps_a_hand_set_gradient():
