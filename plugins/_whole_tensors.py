@@ -14,6 +14,7 @@ keyed as usual, by the DTensor parameters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import torch
@@ -40,17 +41,21 @@ def has_dtensor(params: Any) -> bool:
 def step_whole_tensors(optimizer: torch.optim.Optimizer,
                        selected: Callable[[dict[str, Any]], bool]) -> None:
     """Make ``optimizer.step()`` step the DTensor parameters of the param groups that
-    ``selected`` picks as whole tensors (every rank must step: it gathers)."""
+    ``selected`` picks as whole tensors (every rank must step: it gathers).
+
+    The new step is a method bound to ``optimizer``, as the one it replaces: torch's
+    ``LRScheduler`` rewraps ``optimizer.step`` through its ``__func__`` (a plain function
+    there made every lr scheduler fail at construction)."""
     inner_step = optimizer.step
 
-    def step(closure: Callable[[], Any] | None = None) -> Any:
-        swapped = _swap_in_whole_tensors(optimizer, selected)
+    def step(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        swapped = _swap_in_whole_tensors(self, selected)
         try:
             return inner_step(closure)
         finally:
-            _swap_back(optimizer, swapped)
+            _swap_back(self, swapped)
 
-    optimizer.step = step  # type: ignore[method-assign]
+    optimizer.step = MethodType(step, optimizer)  # type: ignore[method-assign]
 
 
 def _swap_in_whole_tensors(optimizer: torch.optim.Optimizer,
