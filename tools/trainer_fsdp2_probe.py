@@ -44,7 +44,8 @@ VOCAB = 32
 CASES = ("presharded", "args", "env")  # presharded first: it sets up the process group
 
 
-def _model() -> torch.nn.Module:
+def tiny_llama() -> torch.nn.Module:
+    """A 2-layer Llama built from its config (seeded: the same weights on every rank)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -53,13 +54,19 @@ def _model() -> torch.nn.Module:
         num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64))
 
 
+def dataset() -> list[dict[str, list[int]]]:
+    """24 sequences of 12 tokens, each its own labels."""
+    return [{"input_ids": [(s + i) % VOCAB for i in range(12)],
+             "labels": [(s + i) % VOCAB for i in range(12)]} for s in range(24)]
+
+
 def _case(case: str, rank: int, out: Path, unguarded: bool) -> str:
     """One way of asking for FSDP2: what the Trainer did (engine) or the error."""
     from transformers import Trainer, TrainingArguments
 
     from optimhub.integrations.transformers import OptimHubTrainer
 
-    model = _model()
+    model = tiny_llama()
     fsdp: dict = {}
     if case == "presharded":
         import torch.distributed as dist
@@ -76,15 +83,13 @@ def _case(case: str, rank: int, out: Path, unguarded: bool) -> str:
     os.environ.pop("ACCELERATE_USE_FSDP", None)
     if case == "env":
         os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
-    data = [{"input_ids": [(s + i) % VOCAB for i in range(12)],
-             "labels": [(s + i) % VOCAB for i in range(12)]} for s in range(24)]
     args = TrainingArguments(
         output_dir=str(out / f"run-{case}"), use_cpu=True, ddp_backend="gloo", report_to=[],
         max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2, save_strategy="no",
         disable_tqdm=True, seed=0, optim="adamw_torch", **fsdp)
     try:
         trainer = (Trainer if unguarded else OptimHubTrainer)(
-            model=model, args=args, train_dataset=data)
+            model=model, args=args, train_dataset=dataset())
         trainer.train()
     except Exception as exc:
         traceback.print_exc()

@@ -21,11 +21,17 @@ arguments HF reads, and what the optimizer's capabilities ask of the loop is don
   ``optimizer.step()`` does nothing;
 - layerwise: parameters are stepped inside backward by the hub's ``LayerwiseOptimizer``,
   scheduled and logged with its real lr; its hooks are removed when ``train()`` returns;
-- both in-backward modes refuse ``max_grad_norm > 0``, gradient accumulation, fp16 loss
-  scaling and multi-process training before anything is built;
-- a multi-process run that asks for FSDP (``fsdp``/``fsdp_config``, ``ACCELERATE_USE_FSDP``,
-  or a model already sharded with ``fully_shard``) but gets DDP, as accelerate does on CPU
-  processes, is refused when the Trainer is constructed, whatever the optimizer.
+- both in-backward modes refuse ``max_grad_norm > 0``, gradient accumulation and fp16 loss
+  scaling before anything is built, and multi-process training unless every trainable
+  parameter is an FSDP2 shard (below);
+- FSDP2: a model sharded by transformers when it is loaded
+  (``from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N))``) is trained
+  as it is (the Trainer neither wraps it in DDP nor shards it again), on CPU processes too.
+  FSDP2 reduce-scatters each gradient inside backward before the parameter's
+  post-accumulate-grad hooks run, so the in-backward modes see the averaged gradient there;
+- a multi-process run that asks for FSDP in a way that gets DDP (``fsdp``/``fsdp_config``,
+  ``ACCELERATE_USE_FSDP`` or a model sharded with ``fully_shard`` by hand, as accelerate
+  does on CPU processes) is refused when the Trainer is constructed, whatever the optimizer.
 
 HF's untouched defaults are not choices: ``max_grad_norm=1.0`` with an in-backward optimizer
 and ``lr_scheduler_type="linear"`` with a schedule-free one run as ``0`` and ``"constant"``,
@@ -300,6 +306,10 @@ class OptimHubTrainer(Trainer):
             # The Trainer calls step() without a closure.
             has_closure=False,
         )
+        # Every trainable parameter an FSDP2 shard: no DDP, and gradients reduced inside
+        # backward (the docstring above); a partly sharded model is not that.
+        replicated = _replicated_trainable(self.model)
+        sharded = replicated == [] and not self.is_deepspeed_enabled
         mode = self._in_backward
         if mode is not None:
             where = f"optimizer {name!r} updates the parameters inside backward ({mode}), so"
@@ -309,15 +319,23 @@ class OptimHubTrainer(Trainer):
                     "GradScaler unscales at step(), which comes too late): use bf16=True or "
                     "float32"
                 )
-            if args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            engine = (args.world_size > 1 or self.is_deepspeed_enabled
+                      or self.is_fsdp_enabled)
+            if engine and not sharded:
+                also = (f" (FSDP2 shards the model's parameters but not {replicated[0]!r}, "
+                        "whose gradient the Trainer reduces after backward)"
+                        if replicated else "")
                 raise CapabilityError(
-                    f"{where} it cannot run under DDP, FSDP or DeepSpeed (they reduce gradients "
-                    "after backward, but these updates consume them inside it): train in one "
-                    "process"
+                    f"{where} it cannot run under DDP, accelerate's FSDP or DeepSpeed (they "
+                    "reduce gradients after backward, but these updates consume them inside "
+                    f"it){also}: train in one process, or on FSDP2 with the model sharded "
+                    "when it is loaded (from_pretrained(..., distributed_config="
+                    "DistributedConfig(fsdp_size=N)), every trainable parameter a shard; "
+                    "docs/distributed.md)"
                 )
         if self.is_deepspeed_enabled:
             check_deepspeed(spec, self._zero_stage())
-        if spec.has(Capability.NO_DDP) and args.world_size > 1:
+        if spec.has(Capability.NO_DDP) and args.world_size > 1 and not sharded:
             raise CapabilityError(
                 f"optimizer {name!r} cannot run under DistributedDataParallel "
                 f"(world_size={args.world_size}): train in one process"
@@ -633,23 +651,24 @@ def _refuse_fsdp_fallback(trainer: Trainer) -> None:
     (``MULTI_CPU``) it ignores ``TrainingArguments(fsdp=..., fsdp_config=...)``, its
     ``FullyShardedDataParallelPlugin`` and ``ACCELERATE_USE_FSDP``, and the Trainer wraps the
     model in ``DistributedDataParallel`` instead, silently (tools/trainer_fsdp2_probe.py). A
-    model already sharded with ``fully_shard`` (DTensor parameters) gets the same DDP
+    model sharded with ``fully_shard`` by hand (DTensor parameters) gets the same DDP
     wrapper, which fails inside accelerate on the mixed tensors. Either way the user would
-    not get FSDP2: say so before anything is built.
+    not get FSDP2: say so before anything is built. A model transformers sharded when it
+    loaded it (``DistributedConfig``) is what works: the Trainer skips DDP for it
+    (tools/trainer_fsdp2.py).
     """
     args = trainer.args
-    if trainer.is_fsdp_enabled or args.world_size <= 1:
-        return
+    if trainer.is_fsdp_enabled or args.world_size <= 1 or getattr(
+            trainer, "is_distributed_loading_by_transformers", False):
+        return  # FSDP on, one process, or sharded by transformers (the Trainer skips DDP)
     asked = []
     if args.fsdp:
         version = (args.fsdp_config or {}).get("version", 2)
         asked.append(f"TrainingArguments(fsdp=..., fsdp_config version {version})")
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         asked.append("ACCELERATE_USE_FSDP=true")
-    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
     model = trainer.model
-    if dtensor is not None and model is not None and any(
-            isinstance(p, dtensor) for p in model.parameters()):
+    if model is not None and any(_is_dtensor(p) for p in model.parameters()):
         asked.append("a model already sharded with fully_shard (DTensor parameters)")
     if not asked:
         return
@@ -661,7 +680,28 @@ def _refuse_fsdp_fallback(trainer: Trainer) -> None:
         f"enable it (distributed type {engine}, world_size={args.world_size}{why}), so the "
         "Trainer would wrap the model in DistributedDataParallel instead"
         + (" (which fails on DTensor parameters)" if "DTensor" in asked[-1] else "")
-        + ". Remove the FSDP settings to train with DDP knowingly, run on GPUs for the "
-        "Trainer's FSDP2, or train on FSDP2 in your own loop (fully_shard, then "
-        "optimhub.create_optimizer; docs/distributed.md)."
+        + ". For FSDP2 with the Trainer, let transformers shard the model when it loads it: "
+        "from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N)) (the "
+        "Trainer then trains it as it is, on CPU processes too); or remove the FSDP "
+        "settings to train with DDP knowingly, or train on FSDP2 in your own loop "
+        "(fully_shard, then optimhub.create_optimizer; docs/distributed.md)."
     )
+
+
+def _is_dtensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a DTensor; imports nothing (no DTensor exists before
+    torch.distributed.tensor is imported)."""
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    return dtensor is not None and isinstance(tensor, dtensor)
+
+
+def _replicated_trainable(model: torch.nn.Module | None) -> list[str] | None:
+    """The trainable parameters of an FSDP2-sharded ``model`` that are not shards (plain
+    tensors the Trainer all-reduces itself, such as adapters added after sharding); None
+    when no parameter is a shard (the model is not sharded at all)."""
+    if model is None:
+        return None
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not any(_is_dtensor(p) for _, p in trainable):
+        return None
+    return [name for name, p in trainable if not _is_dtensor(p)]
