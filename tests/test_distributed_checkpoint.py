@@ -293,3 +293,32 @@ def test_a_name_measured_not_to_resume_is_refused_before_saving_or_loading(
     with pytest.raises(CapabilityError, match="no_dcp"):
         distributed_checkpoint.load(model, optimizer, tmp_path / "saved")
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_routed_optimizer_with_a_schedule_free_route_is_primed_in_train_mode(
+        tmp_path: Path) -> None:
+    """A fresh schedule-free route refuses ``step()`` outside train mode; the routed spec
+    inherits ``schedule_free``, so ``load`` primes the whole routed optimizer in train
+    mode, and the resumed run continues bit for bit."""
+    pytest.importorskip("schedulefree")
+    from optimhub import create_optimizer, distributed_checkpoint, drive
+
+    name = "matrix -> muon_torch; * -> schedule_free_adamw"
+    new_model = sys.modules["distributed_matrix"].new_model
+    runs = []
+    for steps in (2, 0):
+        model = new_model()
+        optimizer = create_optimizer(name, model, lr=1e-2)
+        checkpoint_tool._train(model, optimizer, range(steps), None)
+        runs.append((model, optimizer))
+    (model, optimizer), (fresh_model, fresh) = runs
+    distributed_checkpoint.save(model, optimizer, tmp_path)
+    fresh.eval()  # a fresh one's mode: its step() would refuse
+    distributed_checkpoint.load(fresh_model, fresh, tmp_path)
+    assert _same(_snapshot(fresh_model, fresh), _snapshot(model, optimizer))
+    for m, o in runs:
+        driver = drive(o, model=m)
+        for step in range(2, 4):
+            driver.backward(sys.modules["distributed_matrix"]._loss_fn(m, step, None)())
+            driver.step()
+    assert _same(_snapshot(fresh_model, fresh), _snapshot(model, optimizer))
