@@ -196,9 +196,16 @@ def test_what_keeps_a_routes_state_from_torchs_layout_is_named():
         {"state": {7: {}}, "param_groups": [{"params": [0]}]})
 
 
-def test_a_route_measured_not_to_resume_through_dcp_makes_the_routed_optimizer_no_dcp():
+def test_a_route_measured_not_to_resume_through_dcp_makes_the_routed_optimizer_no_dcp(
+        tmp_path):
+    from optimhub import CapabilityError, distributed_checkpoint
     from optimhub.route_plan import spec_for
 
     assert optimhub.get_spec("grokadamw").has("no_dcp")
     assert spec_for("matrix -> muon_torch; * -> grokadamw").has("no_dcp")
     assert not spec_for("matrix -> muon_torch; * -> adamw_torch").has("no_dcp")
+    pytest.importorskip("grokadamw")
+    model, optimizer = trained("matrix -> muon_torch; * -> grokadamw", steps=1)
+    with pytest.raises(CapabilityError, match="no_dcp"):
+        distributed_checkpoint.save(model, optimizer, tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
