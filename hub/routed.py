@@ -354,10 +354,12 @@ class RoutedOptimizer(torch.optim.Optimizer):
             for group in mine:
                 own_groups.append({**group, "params": [local.setdefault(key, len(local))
                                                        for key in group["params"]]})
-            extras = (table[route.label].get("extras") if table is not None
-                      else _extras(route.optimizer.state_dict()))
+            entry = table.get(route.label) if table is not None else None
+            extras = entry.get("extras") if isinstance(entry, Mapping) else None
+            if not isinstance(extras, Mapping):
+                extras = _extras(route.optimizer.state_dict())
             loads.append({
-                **(extras if isinstance(extras, Mapping) else {}),
+                **extras,
                 "state": {index: state[key] for key, index in local.items() if key in state},
                 "param_groups": own_groups,
             })
