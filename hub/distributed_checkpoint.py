@@ -16,8 +16,9 @@ late to leave anything untouched. Hence these helpers::
 ``save`` stores the stamp next to the model and optimizer states, as one more entry of the
 checkpoint (``"optimhub"``: the stamp as JSON text, a single object DCP saves once).
 ``load`` reads that entry alone first and checks it against the optimizer: another
-optimizer, other parameters (names or global shapes) or a layerwise state for a plain
-optimizer (or back) is a ``CheckpointError`` raised before any tensor is read. It then
+optimizer, other parameters (names or global shapes), another route set (a routed
+optimizer's table of which optimizer steps which parameters) or a layerwise state for a
+plain optimizer (or back) is a ``CheckpointError`` raised before any tensor is read. It then
 makes sure the fresh optimizer has every state entry the checkpoint has (DCP loads only
 the keys of the state it is given: APOLLO's constructor stores a per-parameter seed, so
 without this its moments and projector are silently not loaded, measured 3.3e-2 off), by
@@ -46,6 +47,7 @@ from .checkpoint import (
     state_entry_problems,
 )
 from .errors import CapabilityError, CheckpointError, OptimHubWarning
+from .routed import check_routes, routes_table
 from .spec import Capability
 
 __all__ = ["STAMP_ENTRY", "check", "load", "save", "stamp"]
@@ -56,12 +58,18 @@ STAMP_ENTRY = STAMP_KEY
 
 def stamp(optimizer: torch.optim.Optimizer) -> str:
     """The stamp of ``optimizer``'s current state as JSON text (one object for DCP),
-    with whether it is a layerwise state; empty for an optimizer the hub did not build."""
+    with whether it is a layerwise state and, for a routed optimizer, its routes table
+    (which optimizer steps which parameters: DCP keeps only the merged state); empty for
+    an optimizer the hub did not build."""
     state = _torch_layout(optimizer)
     saved = stamp_of(state)
     if saved is None:
         return ""
-    return json.dumps({"stamp": saved, "layerwise": bool(state.get("layerwise"))})
+    entry = {"stamp": saved, "layerwise": bool(state.get("layerwise"))}
+    routes = routes_table(state)
+    if routes is not None:
+        entry["routes"] = routes
+    return json.dumps(entry)
 
 
 def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id: Any,
@@ -126,6 +134,8 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
     saved = _parse(text)
     check_stamp(optimizer, saved["stamp"], ordered=False,  # DCP matches by name
                 unchecked="load it with DCP's own get_state_dict / set_state_dict, unchecked")
+    if "routes" in saved:  # the same route set, each route's optimizer and parameters
+        check_routes(optimizer, saved["routes"])
     layerwise = bool(_torch_layout(optimizer).get("layerwise"))
     if saved["layerwise"] != layerwise:
         raise CheckpointError(
@@ -192,7 +202,9 @@ def _prime(optimizer: torch.optim.Optimizer) -> None:
     trainable parameter, one ``step()`` at lr 0 (the weights stay as they are), so that the
     state has every entry to load into. Skipped when a gradient is already set (DCP's rule:
     that step would change the weights). A schedule-free optimizer takes it in train mode,
-    as every step (its ``step()`` refuses otherwise)."""
+    as every step (its ``step()`` refuses otherwise); so does a routed one with a
+    schedule-free route (its spec inherits the capability, and its ``train()`` reaches
+    that route)."""
     params = [p for group in optimizer.param_groups for p in group["params"]
               if p.requires_grad]
     if any(p.grad is not None for p in params):

@@ -51,7 +51,8 @@ __all__ = ["PlannedRoute", "RoutingPlan", "is_routed", "plan_routes", "spec_for"
 
 #: Capabilities a route gives the whole routed optimizer: what the training loop, the
 #: schedulers and the distributed checks must honour for it.
-_INHERITED_CAPABILITIES = (Capability.SCHEDULE_FREE, Capability.NO_DDP, Capability.CUDA_ONLY)
+_INHERITED_CAPABILITIES = (Capability.SCHEDULE_FREE, Capability.NO_DDP, Capability.CUDA_ONLY,
+                           Capability.NO_DCP)
 #: What a matrix-only optimizer may be given: weight matrices and (flattened) conv kernels.
 _MATRIX_ROLES = frozenset({Role.MATRIX, Role.CONV, Role.HEAD, Role.EMBEDDING})
 _SHOWN = 6

@@ -54,6 +54,10 @@ from ._attention_shape import attention_shape
 if TYPE_CHECKING:  # torch is imported when a name is built, not at `optimhub list`
     import torch
 
+#: State tensors a class keeps flat for a plain parameter but in the parameter's shape for
+#: a DTensor (AdaMuon's ``v``): saved in the parameter's shape, so that a checkpoint saved
+#: by one process reshards onto FSDP2 ranks and back (``_saved_in_parameter_shape``).
+FLAT_STATE = {"adamuon": ("v",)}
 #: Optimizers whose first argument is the model, not the param groups.
 MODEL_FIRST = ("lomo", "adalomo", "adammini")
 #: The SAM family: a base optimizer class and a closure.
@@ -99,6 +103,8 @@ def build(request: BuildRequest) -> torch.optim.Optimizer:
     hooks."""
     optimizer = _construct(request)
     _install_checkpoint_hooks(optimizer)
+    if request.spec.bare_name in FLAT_STATE:
+        _saved_in_parameter_shape(optimizer, FLAT_STATE[request.spec.bare_name])
     return optimizer
 
 
@@ -155,6 +161,46 @@ def _install_checkpoint_hooks(optimizer: torch.optim.Optimizer) -> None:
 
     optimizer.register_state_dict_post_hook(save)
     optimizer.register_load_state_dict_pre_hook(load)
+
+
+def _saved_in_parameter_shape(optimizer: torch.optim.Optimizer, keys: tuple[str, ...]) -> None:
+    """Save the state tensors under ``keys`` in their parameter's shape and take them back
+    flat where the class keeps them flat (a plain parameter; a DTensor's are in its shape).
+
+    AdaMuon keeps ``v`` as ``p.flatten()`` in one process but in ``p``'s shape under
+    FSDP2, and DCP reshards a saved tensor only onto the same global shape: a one-process
+    checkpoint failed to load on two ranks ("Size mismatch between saved [4096] and current
+    [64, 64]", tools/distributed_checkpoint.py). Only elementwise operations touch ``v``, so
+    its shape is layout, not value: the resumed run is the same bit for bit. Saving gives a
+    view (DCP's load writes through it into the live tensor), loading a flat view."""
+
+    def flat(parameter: Any) -> bool:
+        return type(parameter).__name__ != "DTensor" and parameter.dim() > 1
+
+    def save(_: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+        state = dict(state_dict["state"])
+        for saved, group in zip(state_dict["param_groups"], optimizer.param_groups,
+                                strict=True):
+            for key, param in zip(saved["params"], group["params"], strict=True):
+                entry = state.get(key)
+                if not isinstance(entry, dict) or not flat(param):
+                    continue
+                state[key] = {k: v.view(param.shape) if k in keys and v.dim() == 1
+                              and v.numel() == param.numel() else v for k, v in entry.items()}
+        return {**state_dict, "state": state}
+
+    def load(_: Any) -> None:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                entry = optimizer.state.get(param)
+                if not entry or not flat(param):
+                    continue
+                for k in keys:
+                    if k in entry and entry[k].shape == param.shape:
+                        entry[k] = entry[k].reshape(-1)
+
+    optimizer.register_state_dict_post_hook(save)
+    optimizer.register_load_state_dict_post_hook(load)
 
 
 def _with_required(request: BuildRequest, cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Its update equals the route optimizers stepped separately and the optimizers built by hand,
 bit for bit; its param_groups are theirs, so schedulers set each route's lr by the formula;
 its state dict resumes bit-exactly through torch.load(weights_only=True) and refuses another
-route set by name; schedule-free and layerwise routes keep their contracts.
+route set by name (its layout, torch's, in tests/test_routed_state_dict.py); schedule-free
+and layerwise routes keep their contracts.
 """
 
 from __future__ import annotations
@@ -231,17 +232,6 @@ def test_resume_through_torch_load_weights_only_is_bit_exact(name, arguments):
     for seed in range(3, 6):
         step(resumed_model, resumed, seed)
     assert same_weights(model, resumed_model) == []
-
-
-def test_the_state_dict_is_keyed_by_route_and_parameter_name(tiny_lm):
-    optimizer = optimhub.create_optimizer("muon", tiny_lm, lr=1e-2)
-    step(tiny_lm, optimizer, 0)
-    state = optimizer.state_dict()
-    assert state["optimhub"]["name"] == "muon"
-    muon = state["routes"]["muon"]
-    assert muon["optimizer"] == "muon_torch"
-    assert "layers.0.attn.q_proj.weight" in muon["state"]["state"]
-    assert muon["state"]["param_groups"][0]["params"] == muon["params"]
 
 
 @pytest.mark.parametrize(("other", "message"), [

@@ -3,6 +3,9 @@ loaded at another, for the hub's optimizers under FSDP2.
 
     .venv/bin/python tools/distributed_checkpoint.py [--names adamw_torch,apollo_adamw]
 
+(a name may also be a route set without commas, e.g.
+``"matrix -> adamw_torch(layerwise=true); * -> adamw_torch"``, built at the matrix's lr)
+
 Three phases, each one spawn (the same model, data and settings as
 tools/distributed_matrix.py, 4 steps, the checkpoint after step 2):
 
@@ -27,6 +30,7 @@ at the other world size, leaving the weights untouched).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import traceback
@@ -42,10 +46,11 @@ import distributed_matrix as matrix
 #: One name per kind of optimizer state: plain Adam moments (sharded like the parameter),
 #: low-rank projector state (APOLLO: whole tensors and a projector object), layerwise
 #: mode (one optimizer per parameter, state keyed by parameter name), and schedule-free
-#: (train/eval modes: the priming step must be taken in train mode), and heavyball's nested
-#: per-transform state (dicts under int keys, a Python set among the values).
+#: (train/eval modes: the priming step must be taken in train mode), heavyball's nested
+#: per-transform state (dicts under int keys, a Python set among the values), and a routed
+#: optimizer (Muon's routes: one state in torch's layout over two route optimizers).
 NAMES = ("adamw_torch", "apollo_adamw", "adamw_torch_layerwise", "schedule_free_adamw",
-         "heavyball_adamw")
+         "heavyball_adamw", "muon")
 STEPS = 4
 SAVE_AFTER = 2
 #: The name whose checkpoints are also loaded into ``sgd`` (1 -> 2 and 2 -> 1), to see the
@@ -54,8 +59,11 @@ REFUSED_FROM = "adamw_torch"
 
 
 def _build(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
-    from optimhub import get_spec
-    from optimhub.testing import _config
+    from optimhub import create_optimizer, get_spec
+    from optimhub.testing import DEFAULT_LR, _config
+
+    if "->" in name:  # a route set (no commas: --names splits on them), at the matrix's lr
+        return create_optimizer(name, model, lr=DEFAULT_LR)
 
     layerwise = name.endswith("_layerwise") and name not in _catalog()
     base = name.removesuffix("_layerwise") if layerwise else name
@@ -67,6 +75,11 @@ def _build(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
         settings["layerwise"] = True
     return _config(spec, STEPS, settings.pop("lr", None), settings.pop("optim_args", None),
                    None, 0.0, "cpu", settings).build(model)
+
+
+def _folder(name: str) -> str:
+    """A name as a folder name (a route set has spaces, '->', '*' and ';')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _catalog() -> set[str]:
@@ -126,22 +139,23 @@ def _run(name: str, engine: str | None, rank: int | None, out: Path, phase: int
         optimizer = _build(name, model)
         if phase == 3:  # 2 -> 1
             if name == REFUSED_FROM:
-                result["refused"] = _refusal(engine, out / name / "saved-by-2")
-            _load(model, optimizer, out / name / "saved-by-2")
+                result["refused"] = _refusal(engine, out / _folder(name) / "saved-by-2")
+            _load(model, optimizer, out / _folder(name) / "saved-by-2")
             _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
             result["resumed"] = matrix._weights(model)
             return result
         _train(model, optimizer, range(SAVE_AFTER), rank)
-        _save(model, optimizer, out / name / ("saved-by-1" if phase == 1 else "saved-by-2"))
+        _save(model, optimizer,
+              out / _folder(name) / ("saved-by-1" if phase == 1 else "saved-by-2"))
         _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
         result["uninterrupted"] = matrix._weights(model)
         if phase == 2:  # 1 -> 2
             if name == REFUSED_FROM:
-                result["refused"] = _refusal(engine, out / name / "saved-by-1")
+                result["refused"] = _refusal(engine, out / _folder(name) / "saved-by-1")
             matrix.seed_everything()
             model = matrix._wrapped(engine, matrix.new_model())
             optimizer = _build(name, model)
-            _load(model, optimizer, out / name / "saved-by-1")
+            _load(model, optimizer, out / _folder(name) / "saved-by-1")
             _train(model, optimizer, range(SAVE_AFTER, STEPS), rank)
             result["resumed"] = matrix._weights(model)
     except (Exception, CheckpointException) as exc:  # DCP's is a BaseException
