@@ -46,7 +46,7 @@ from .checkpoint import (
     stamp_of,
     state_entry_problems,
 )
-from .errors import CapabilityError, CheckpointError, OptimHubWarning
+from .errors import CapabilityError, CheckpointError, OptimHubWarning, shorten
 from .routed import check_routes, routes_table
 from .spec import Capability
 
@@ -54,6 +54,8 @@ __all__ = ["STAMP_ENTRY", "check", "load", "save", "stamp"]
 
 #: The checkpoint entry that holds the stamp (next to "model" and "optimizer").
 STAMP_ENTRY = STAMP_KEY
+#: In the stamp entry of an optimizer without state or ``step()``: its param groups' values.
+GROUPS_KEY = "param_group_values"
 
 
 def stamp(optimizer: torch.optim.Optimizer) -> str:
@@ -69,6 +71,8 @@ def stamp(optimizer: torch.optim.Optimizer) -> str:
     routes = routes_table(state)
     if routes is not None:
         entry["routes"] = routes
+    if _stateless(optimizer):
+        entry[GROUPS_KEY] = _group_values(optimizer)
     return json.dumps(entry)
 
 
@@ -82,7 +86,9 @@ def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id
 
     _check_resumable(optimizer)
     _torch_layout(optimizer)  # the hub's error, not get_state_dict's KeyError
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    stateless = _stateless(optimizer)  # before get_state_dict's priming
+    model_state, optimizer_state = get_state_dict(model, () if stateless else optimizer,
+                                                  options=options)
     entry = stamp(optimizer)  # after get_state_dict: its priming may have made the state
     dcp.save({"model": model_state, "optimizer": optimizer_state, STAMP_ENTRY: entry},
              checkpoint_id=checkpoint_id)
@@ -95,7 +101,14 @@ def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint_id
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    check(optimizer, checkpoint_id)
+    saved = _checked(optimizer, checkpoint_id)
+    if saved is not None and GROUPS_KEY in saved:  # an optimizer without state: the model
+        model_state, _ = get_state_dict(model, (), options=options)
+        dcp.load({"model": model_state}, checkpoint_id=checkpoint_id)
+        set_state_dict(model, (), model_state_dict=model_state, optim_state_dict={},
+                       options=options)
+        _restore_group_values(optimizer, saved[GROUPS_KEY])
+        return
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=checkpoint_id)
@@ -112,6 +125,11 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
     A checkpoint without the stamp (saved by DCP directly) is loaded unchecked, with an
     ``OptimHubWarning``; its optimizer is primed whatever its state holds.
     """
+    _checked(optimizer, checkpoint_id)
+
+
+def _checked(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> dict[str, Any] | None:
+    """:func:`check`, returning the parsed stamp entry (None: the checkpoint has none)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
@@ -130,7 +148,7 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
             OptimHubWarning, stacklevel=2,
         )
         _prime(optimizer)
-        return
+        return None
     saved = _parse(text)
     check_stamp(optimizer, saved["stamp"], ordered=False,  # DCP matches by name
                 unchecked="load it with DCP's own get_state_dict / set_state_dict, unchecked")
@@ -153,6 +171,52 @@ def check(optimizer: torch.optim.Optimizer, checkpoint_id: Any) -> None:
                 f"DCP's priming step: {'; '.join(problems[:4])}. DCP loads only the entries "
                 "the state it is given has, so the rest would silently not be loaded."
             )
+    return saved
+
+
+def _stateless(optimizer: torch.optim.Optimizer) -> bool:
+    """An optimizer without ``step()`` (it updates inside its own backward: capability
+    ``fused_backward``, LOMO) whose state is empty. DCP's ``get_state_dict`` would prime
+    that empty state with a ``step()`` it does not have, and there is nothing to save but
+    its param groups' values: the checkpoint holds the model, the values ride in the stamp
+    entry (``GROUPS_KEY``)."""
+    spec = spec_or_none(optimizer)
+    return spec is not None and spec.has(Capability.FUSED_BACKWARD) and not optimizer.state
+
+
+def _group_values(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each param group's values but its parameters, as JSON (plain numbers, text, flags
+    and tuples of them; anything else is refused, never dropped)."""
+    groups = []
+    for index, group in enumerate(optimizer.param_groups):
+        values = {k: v for k, v in group.items() if k != "params"}
+        for key, value in values.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise CapabilityError(
+                    f"param group #{index} of this stateless optimizer holds {key}="
+                    f"{shorten(repr(value))} ({type(value).__name__}), which the checkpoint's "
+                    f"{STAMP_ENTRY!r} entry (JSON) cannot hold; keep plain numbers, text and "
+                    "flags in its param groups, or save optimizer.state_dict() with torch.save"
+                ) from None
+        groups.append(values)
+    return groups
+
+
+def _restore_group_values(optimizer: torch.optim.Optimizer, saved: Any) -> None:
+    """Give each param group the values saved for it (tuples come back from JSON as
+    lists: kept as tuples where the group has a tuple)."""
+    groups = optimizer.param_groups
+    if not isinstance(saved, list) or len(saved) != len(groups):
+        raise CheckpointError(
+            f"the checkpoint saved {len(saved) if isinstance(saved, list) else 'no'} param "
+            f"groups for this stateless optimizer, which has {len(groups)}; build it with "
+            "the settings it was saved with"
+        )
+    for group, values in zip(groups, saved, strict=True):
+        group.update({k: tuple(v) if isinstance(group.get(k), tuple) else v
+                      for k, v in values.items()})
 
 
 def _check_resumable(optimizer: torch.optim.Optimizer) -> None:
