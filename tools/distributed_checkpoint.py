@@ -86,15 +86,31 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: rang
 
 
 def _save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
+    """The hub's DCP checkpoint, and this rank's RNG state next to it, as a training loop
+    saves it (the HF Trainer's ``rng_state_<rank>.pth``, accelerate's ``save_state``):
+    heavyball's Muon family, Scion and KL-Shampoo draw from torch's global generator in
+    every step (stochastic rounding), so without it their resumed run differs (7.6e-4 for
+    ``heavyball_muon``, measured) whatever the optimizer state."""
     from optimhub import distributed_checkpoint
 
     distributed_checkpoint.save(model, optimizer, where)
+    torch.save(torch.get_rng_state(), where / f"rng-{_rank()}.pt")
 
 
 def _load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
+    """Load the checkpoint, then this rank's RNG state (rank 0's where the checkpoint was
+    saved by fewer ranks): after the load, whose priming step may draw from it."""
     from optimhub import distributed_checkpoint
 
     distributed_checkpoint.load(model, optimizer, where)
+    rng = where / f"rng-{_rank()}.pt"
+    torch.set_rng_state(torch.load(rng if rng.exists() else where / "rng-0.pt"))
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def _refusal(engine: str | None, where: Path) -> str:
