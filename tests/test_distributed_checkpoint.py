@@ -217,12 +217,12 @@ def test_an_optimizer_without_torchs_layout_is_refused_by_name(tmp_path: Path) -
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("name", "package"), [
-    ("grokadamw", "grokadamw"), ("pto_emonavi", "pytorch_optimizer")])
+@pytest.mark.parametrize(("name", "package"), [("pto_lomo", "pytorch_optimizer")])
 def test_a_name_measured_not_to_resume_is_refused_before_saving_or_loading(
         name: str, package: str, tmp_path: Path) -> None:
-    """``no_dcp`` (measured by tools/distributed_checkpoint.py: GrokAdamW 4.7e-2 off;
-    EmoNavi failed with KeyError: 'ema'): refused by name, nothing written, nothing read."""
+    """``no_dcp`` (measured by tools/distributed_checkpoint.py: pytorch-optimizer's LOMO
+    has no ``step()``, so DCP's priming step failed with its ``NotImplementedError``):
+    refused by name, nothing written, nothing read."""
     import torch
 
     from optimhub import CapabilityError, distributed_checkpoint
