@@ -42,10 +42,12 @@ import distributed_matrix as matrix
 #: One name per kind of optimizer state: plain Adam moments (sharded like the parameter),
 #: low-rank projector state (APOLLO: whole tensors and a projector object), layerwise
 #: mode (one optimizer per parameter, state keyed by parameter name), and schedule-free
-#: (train/eval modes: the priming step must be taken in train mode), and heavyball's nested
-#: per-transform state (dicts under int keys, a Python set among the values).
+#: (train/eval modes: the priming step must be taken in train mode), heavyball's nested
+#: per-transform state (dicts under int keys, a Python set among the values), and
+#: heavyball's PSGD (an optimizer-wide entry outside state and groups, a priming step its
+#: automatic scale refuses, scalars its bucketing reshapes, float64 state, random draws).
 NAMES = ("adamw_torch", "apollo_adamw", "adamw_torch_layerwise", "schedule_free_adamw",
-         "heavyball_adamw")
+         "heavyball_adamw", "heavyball_psgdkron")
 STEPS = 4
 SAVE_AFTER = 2
 #: The name whose checkpoints are also loaded into ``sgd`` (1 -> 2 and 2 -> 1), to see the
