@@ -8,10 +8,16 @@ GrokAdamW has three habits a hub must absorb without wrapping the optimizer:
 - It keeps its per-parameter state in ``param_groups[i]['state']``, keyed by the Parameter
   objects, so ``optimizer.state`` and ``state_dict()['state']`` are empty and a checkpoint
   loses the state silently (after ``torch.save``/``torch.load`` the keys are copies that
-  match no parameter). The builder registers a ``state_dict`` post-hook and a
-  ``load_state_dict`` post-hook on the instance that move this state into the standard
-  ``state`` section (keyed by parameter index, loadable with ``weights_only=True``) and back.
-  ``step()`` is untouched.
+  match no parameter). The builder makes each group's ``'state'`` the optimizer's own
+  ``state`` mapping (one dict, shared), so GrokAdamW reads and writes ``optimizer.state``
+  as torch's optimizers do, and registers a ``state_dict`` post-hook and a
+  ``load_state_dict`` post-hook that give the state in the standard ``state`` section
+  (keyed by parameter index, loadable with ``weights_only=True``, a snapshot) and link the
+  groups again after a load. ``step()`` is untouched. With ``optimizer.state`` empty,
+  DCP's ``get_state_dict`` took every trained GrokAdamW for a fresh one and *primed* it (a
+  zero-gradient step at lr 0) at each save: one more step counted, the moments and the
+  gradient EMA decayed, and the resumed run ended 4.7e-2 off (measured by
+  tools/distributed_checkpoint.py).
 - Every step enters the deprecated ``torch.cuda.amp.autocast()``, which warns (and, without
   CUDA, warns that autocast is disabled). Both warnings are filtered by message *and* by the
   module that issues them (grokadamw's own line, and torch's deprecated
@@ -60,6 +66,7 @@ def build_grokadamw(request: BuildRequest) -> torch.optim.Optimizer:
 
     _quiet_step_warnings()
     optimizer = GrokAdamW(request.param_groups, **request.kwargs)
+    _link_groups(optimizer)
     optimizer.register_state_dict_post_hook(state_into_state_dict)
     optimizer.register_load_state_dict_post_hook(state_into_groups)
     return optimizer
@@ -90,13 +97,21 @@ def state_into_state_dict(
     return state_dict
 
 
+def _link_groups(optimizer: torch.optim.Optimizer) -> None:
+    """Each group's ``'state'`` is ``optimizer.state`` (GrokAdamW looks a parameter up in
+    its group's, so one mapping for all groups holds every parameter's state)."""
+    for group in optimizer.param_groups:
+        group["state"] = optimizer.state
+
+
 def state_into_groups(optimizer: torch.optim.Optimizer) -> None:
-    """``load_state_dict`` post-hook: ``optimizer.state[param]`` -> the group's ``state``.
+    """``load_state_dict`` post-hook: the loaded ``optimizer.state``, on the CPU, linked
+    as every group's ``state`` again (torch's load replaced both).
 
     torch has already mapped the saved indices to the live parameters (and cast the tensors
-    to each parameter's dtype); GrokAdamW expects its state on the CPU, in the group. A
-    group's saved ``state`` keyed by parameter copies (a checkpoint written without these
-    hooks) cannot be matched to parameters: that is said, not silently dropped.
+    to each parameter's dtype); GrokAdamW expects its state on the CPU. A group's saved
+    ``state`` keyed by parameter copies (a checkpoint written without these hooks) cannot
+    be matched to parameters: that is said, not silently dropped.
     """
     import torch
 
@@ -111,12 +126,11 @@ def state_into_groups(optimizer: torch.optim.Optimizer) -> None:
                 OptimHubWarning,
                 stacklevel=3,
             )
-        group["state"] = {
-            p: {k: v.to("cpu") if isinstance(v, torch.Tensor) else v
-                for k, v in optimizer.state.pop(p).items()}
-            for p in group["params"]
-            if p in optimizer.state
-        }
+        for p in group["params"]:
+            if p in optimizer.state:
+                optimizer.state[p] = {k: v.to("cpu") if isinstance(v, torch.Tensor) else v
+                                      for k, v in optimizer.state[p].items()}
+    _link_groups(optimizer)
 
 
 def estimate_grokadamw(request: EstimateRequest) -> StateEstimate:

@@ -78,11 +78,18 @@ def build(request: BuildRequest) -> torch.optim.Optimizer:
     if "rank" in kwargs and kwargs["rank"] is None:
         kwargs["rank"] = default_rank(params)
     optimizer = cls(request.param_groups, **kwargs)
-    from ._saved_dtypes import keep_saved_dtypes  # imports torch
+    from ._entry_in_groups import entry_in_groups  # imports torch
+    from ._heavyball_dcp import prime_with_zero_gradients, scalar_bucket_state
+    from ._saved_dtypes import keep_saved_dtypes
     from ._text_state_keys import nested_keys_as_text
 
     keep_saved_dtypes(optimizer)  # PSGD's float64 bounds: exact resume (see the module)
-    nested_keys_as_text(optimizer)  # its {0: {...}} entries through DCP (see the module)
+    # Through DCP (see each module): the {0: {...}} entries, the step counts heavyball
+    # keeps outside state and groups, PSGD's priming step, the scalars bucketing reshapes.
+    nested_keys_as_text(optimizer)
+    entry_in_groups(optimizer, "heavyball")
+    prime_with_zero_gradients(optimizer)
+    scalar_bucket_state(optimizer)
     return optimizer
 
 

@@ -133,6 +133,12 @@ def _install_checkpoint_hooks(optimizer: torch.optim.Optimizer) -> None:
     state (``STATE_OBJECTS``) saved as plain data, and AdaShift's gradient queue (a
     ``collections.deque``) as a list.
 
+    That list always has ``keep_num`` tensors (the queue's bound), the slots not yet filled
+    as zeros, with ``grad_queue_length`` saying how many are real: DCP loads only as many
+    entries as the fresh optimizer's list has, and a primed one has one gradient queued,
+    so the rest of a saved queue was silently dropped (measured 5.4e-3 off). A list saved
+    without the length (before) loads whole, as it did.
+
     pytorch-optimizer's ``load_state_dict`` runs torch's, then walks the *given* state dict
     again to restore containers (a deque's bound included): so loading decodes in place,
     before both, rather than through the hub's ``install_state_codec`` (which leaves the
@@ -142,7 +148,9 @@ def _install_checkpoint_hooks(optimizer: torch.optim.Optimizer) -> None:
 
     def save(_: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
         state_dict = STATE_OBJECTS.encode(optimizer, state_dict) or state_dict
-        state = {k: {**v, "grad_queue": list(v["grad_queue"])}
+        bounds = {pid: g.get("keep_num") for g in state_dict["param_groups"]
+                  for pid in g["params"]}
+        state = {k: _padded_queue(v, bounds[k])
                  if isinstance(v, dict) and isinstance(v.get("grad_queue"), deque) else v
                  for k, v in state_dict["state"].items()}
         return {**state_dict, "state": state}
@@ -157,10 +165,30 @@ def _install_checkpoint_hooks(optimizer: torch.optim.Optimizer) -> None:
                   for pid in g["params"]}
         for key, entry in state_dict["state"].items():
             if isinstance(entry, dict) and isinstance(entry.get("grad_queue"), list):
-                entry["grad_queue"] = deque(entry["grad_queue"], maxlen=bounds[key])
+                queue = entry["grad_queue"][:entry.pop(_QUEUE_LENGTH, None)]
+                entry["grad_queue"] = deque(queue, maxlen=bounds[key])
 
     optimizer.register_state_dict_post_hook(save)
     optimizer.register_load_state_dict_pre_hook(load)
+    from ._entry_in_groups import shared_state_in_groups
+
+    shared_state_in_groups(optimizer)  # EmoNavi's state["ema"] through DCP (see the module)
+
+
+_QUEUE_LENGTH = "grad_queue_length"
+
+
+def _padded_queue(entry: dict[str, Any], bound: int | None) -> dict[str, Any]:
+    """AdaShift's queue as a list of ``bound`` tensors, zeros after the real ones, and
+    their count (see ``_install_checkpoint_hooks``)."""
+    import torch
+
+    queue = list(entry["grad_queue"])
+    like = queue[0] if queue else entry.get("exp_avg")
+    if bound is None or not isinstance(like, torch.Tensor):
+        return {**entry, "grad_queue": queue}
+    padding = [torch.zeros_like(like) for _ in range(bound - len(queue))]
+    return {**entry, "grad_queue": queue + padding, _QUEUE_LENGTH: len(queue)}
 
 
 def _saved_in_parameter_shape(optimizer: torch.optim.Optimizer, keys: tuple[str, ...]) -> None:

@@ -30,14 +30,16 @@ def _build(model, **overrides):
     return optimhub.create_optimizer("grokadamw", model, lr=1e-2, weight_decay=0.01, **overrides)
 
 
-def test_trains_with_its_state_in_the_param_groups():
+def test_trains_with_its_state_in_the_param_groups_linked_to_optimizer_state():
+    """GrokAdamW looks its state up in the group's "state"; each group's is the optimizer's
+    own ``state`` mapping, which therefore holds the state, as torch's optimizers do."""
     model = make_tiny_lm()
     optimizer = _build(model)
     losses = _steps(model, optimizer, [1] * 5)
     assert losses[-1] < losses[0]
-    assert len(optimizer.state) == 0  # GrokAdamW's own layout...
+    assert len(optimizer.state) == sum(1 for _ in model.parameters())
     for group in optimizer.param_groups:
-        assert len(group["state"]) == len(group["params"])
+        assert group["state"] is optimizer.state
         for param in group["params"]:
             state = group["state"][param]
             assert set(state) == STATE_KEYS and state["step"] == 5
@@ -74,8 +76,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     resumed.load_state_dict(checkpoint["model"])
     restored = _build(resumed)
     restored.load_state_dict(checkpoint["optim"])
-    assert len(restored.state) == 0
-    assert restored.param_groups[0]["state"][resumed.lm_head.weight]["step"] == 3
+    assert all(group["state"] is restored.state for group in restored.param_groups)
+    assert restored.state[resumed.lm_head.weight]["step"] == 3
     _steps(resumed, restored, range(3, 5))
 
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
@@ -167,3 +169,29 @@ def test_the_users_root_logger_survives_the_backend_import():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["same"] and report["after"] == [40, 0]  # ERROR, no handler added
     assert report["bare"] == [20, 1]  # what the import alone does: INFO plus a handler
+
+
+def test_saving_through_dcp_leaves_a_trained_state_as_it_was(tmp_path):
+    """DCP's ``get_state_dict`` primes (one zero-gradient step at lr 0) an optimizer whose
+    ``optimizer.state`` is empty: with GrokAdamW's state only in its groups, every save
+    counted a step and decayed its moments and EMA (the resumed run ended 4.7e-2 off).
+    Now the save leaves it as it was, and a fresh optimizer resumes it bit for bit."""
+    from optimhub import distributed_checkpoint
+
+    model = make_tiny_lm()
+    optimizer = _build(model)
+    _steps(model, optimizer, range(2))
+    before = {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+              for i, s in optimizer.state_dict()["state"].items()}
+    distributed_checkpoint.save(model, optimizer, tmp_path)
+    after = optimizer.state_dict()["state"]
+    assert all(after[i]["step"] == 2 for i in before)
+    assert all(torch.equal(after[i][k], v) for i, s in before.items() for k, v in s.items()
+               if isinstance(v, torch.Tensor))
+    resumed_model = make_tiny_lm(seed=99)
+    resumed = _build(resumed_model)
+    distributed_checkpoint.load(resumed_model, resumed, tmp_path)
+    _steps(model, optimizer, range(2, 4))
+    _steps(resumed_model, resumed, range(2, 4))
+    for (name, a), b in zip(model.named_parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b), name

@@ -47,10 +47,12 @@ import distributed_matrix as matrix
 #: low-rank projector state (APOLLO: whole tensors and a projector object), layerwise
 #: mode (one optimizer per parameter, state keyed by parameter name), and schedule-free
 #: (train/eval modes: the priming step must be taken in train mode), heavyball's nested
-#: per-transform state (dicts under int keys, a Python set among the values), and a routed
-#: optimizer (Muon's routes: one state in torch's layout over two route optimizers).
+#: per-transform state (dicts under int keys, a Python set among the values), a routed
+#: optimizer (Muon's routes: one state in torch's layout over two route optimizers), and
+#: heavyball's PSGD (an optimizer-wide entry outside state and groups, a priming step its
+#: automatic scale refuses, scalars its bucketing reshapes, float64 state, random draws).
 NAMES = ("adamw_torch", "apollo_adamw", "adamw_torch_layerwise", "schedule_free_adamw",
-         "heavyball_adamw", "muon")
+         "heavyball_adamw", "muon", "heavyball_psgdkron")
 STEPS = 4
 SAVE_AFTER = 2
 #: The name whose checkpoints are also loaded into ``sgd`` (1 -> 2 and 2 -> 1), to see the
@@ -99,15 +101,31 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: rang
 
 
 def _save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
+    """The hub's DCP checkpoint, and this rank's RNG state next to it, as a training loop
+    saves it (the HF Trainer's ``rng_state_<rank>.pth``, accelerate's ``save_state``):
+    heavyball's Muon family, Scion and KL-Shampoo draw from torch's global generator in
+    every step (stochastic rounding), so without it their resumed run differs (7.6e-4 for
+    ``heavyball_muon``, measured) whatever the optimizer state."""
     from optimhub import distributed_checkpoint
 
     distributed_checkpoint.save(model, optimizer, where)
+    torch.save(torch.get_rng_state(), where / f"rng-{_rank()}.pt")
 
 
 def _load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, where: Path) -> None:
+    """Load the checkpoint, then this rank's RNG state (rank 0's where the checkpoint was
+    saved by fewer ranks): after the load, whose priming step may draw from it."""
     from optimhub import distributed_checkpoint
 
     distributed_checkpoint.load(model, optimizer, where)
+    rng = where / f"rng-{_rank()}.pt"
+    torch.set_rng_state(torch.load(rng if rng.exists() else where / "rng-0.pt"))
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def _refusal(engine: str | None, where: Path) -> str:

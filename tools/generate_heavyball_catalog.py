@@ -124,19 +124,18 @@ DEEPSPEED: dict[str, list[str]] = {
     "UnscaledAdamW": ["deepspeed_zero"],
 }
 
-#: The classes that resume through torch.distributed.checkpoint bit for bit (save at one
-#: world size, load at the other, both ways), as tools/distributed_checkpoint.py measured
-#: (2026-12-02, with the plugin's text keys for heavyball's nested state: see
-#: plugins/_text_state_keys.py). Every other class gets ``no_dcp``: SOAP, Shampoo, SOLP and
-#: the Muon family resume 1e-4 to 5e-2 off (preconditioner state DCP does not bring back as
-#: it was), the PSGD ones fail at DCP's zero-gradient priming step (``PrecondInitError``),
-#: and the SOAP-NAdam ones in DCP's planner (a 1-element vs 0-d size mismatch).
-RESUMES_THROUGH_DCP = frozenset({
-    "ADOPT", "AdEMAMix", "AdamC", "AdamW", "HyperBallAdamW", "LaProp", "LaPropOrtho",
-    "NAdam", "OrthoLaProp", "RMSprop", "SFAdamW", "SGD", "SignLaProp", "UnscaledAdamW",
-})
-DCP: dict[str, list[str]] = {key: ["no_dcp"] for key in STATE
-                             if key not in RESUMES_THROUGH_DCP}
+#: class -> ``no_dcp`` where its state does not resume through torch.distributed.checkpoint
+#: (save at one world size, load at the other). None: tools/distributed_checkpoint.py
+#: measured every class bit for bit both ways (2026-12-03; the three ``no_fsdp2`` ones,
+#: MSAMLaProp, Scion and SUDSAdamW, in one process), once the plugin carried what DCP
+#: dropped or could not load: the nested int keys (plugins/_text_state_keys.py), the
+#: ``"heavyball"`` entry with the preconditioner schedule's step count
+#: (plugins/_entry_in_groups.py: SOAP, Shampoo, SOLP resumed 1e-4 to 3e-2 off without it),
+#: PSGD's zero-gradient priming step, the scalar states bucketing reshapes (SOAP-NAdam's
+#: planner error) and PSGD's float64 state under DCP's names (plugins/_heavyball_dcp.py,
+#: plugins/_saved_dtypes.py). The Muon family, Scion and KL-Shampoo draw from torch's
+#: global RNG in each step: they resume bit for bit when the training loop restores it.
+DCP: dict[str, list[str]] = {}
 
 TABLES = Tables(
     documentation="https://github.com/HomebrewML/HeavyBall",

@@ -375,14 +375,12 @@ DEEPSPEED: dict[str, list[str]] = {
 
 #: key -> ``no_dcp``: its state does not resume through torch.distributed.checkpoint, as
 #: tools/distributed_checkpoint.py measured (2026-12-02, against the uninterrupted run):
-#: AdaShift's gradient queue resumes 5.4e-3 off; EmoLynx and EmoNavi fail at the first
-#: step after loading (``KeyError: 'ema'``: their EMA dict is not a tensor entry); LOMO has
-#: no ``step()`` (it updates in its fused backward), so DCP's priming step raises
-#: ``NotImplementedError``.
+#: LOMO has no ``step()`` (it updates in its fused backward), so DCP's priming step raises
+#: ``NotImplementedError``. Fixed in the plugin since, and measured bit for bit both ways
+#: (2026-12-03): AdaShift (its gradient queue is saved as ``keep_num`` slots, so DCP loads
+#: all of it: 5.4e-3 off before), EmoLynx and EmoNavi (their ``state["ema"]`` travels in
+#: the param groups: DCP's ``get_state_dict`` failed with ``KeyError: 'ema'``).
 DCP: dict[str, list[str]] = {
-    "adashift": ["no_dcp"],
-    "emolynx": ["no_dcp"],
-    "emonavi": ["no_dcp"],
     "lomo": ["no_dcp"],
 }
 
