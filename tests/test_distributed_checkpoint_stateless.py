@@ -6,7 +6,7 @@ which LOMO does not have (it updates inside its own backward), so saving it fail
 hub's "has no step()" error (tools/distributed_checkpoint.py over every FSDP2 name). There is
 nothing in its state to save: the checkpoint holds the model, and the param groups' values
 (its lr, clipping settings) ride in the stamp entry. Resuming at another world size is
-measured by tests/test_distributed_checkpoint_catalog.py (``lomo``: bit for bit both ways).
+measured by tests/test_distributed_checkpoint.py (``lomo``: bit for bit both ways).
 """
 
 from __future__ import annotations

@@ -374,15 +374,14 @@ DEEPSPEED: dict[str, list[str]] = {
 }
 
 #: key -> ``no_dcp``: its state does not resume through torch.distributed.checkpoint, as
-#: tools/distributed_checkpoint.py measured (2026-12-02, against the uninterrupted run):
-#: LOMO has no ``step()`` (it updates in its fused backward), so DCP's priming step raises
-#: ``NotImplementedError``. Fixed in the plugin since, and measured bit for bit both ways
-#: (2026-12-03): AdaShift (its gradient queue is saved as ``keep_num`` slots, so DCP loads
-#: all of it: 5.4e-3 off before), EmoLynx and EmoNavi (their ``state["ema"]`` travels in
-#: the param groups: DCP's ``get_state_dict`` failed with ``KeyError: 'ema'``).
-DCP: dict[str, list[str]] = {
-    "lomo": ["no_dcp"],
-}
+#: tools/distributed_checkpoint.py measured. None since 2026-12-03: AdaShift (its gradient
+#: queue is saved as ``keep_num`` slots, so DCP loads all of it: 5.4e-3 off before),
+#: EmoLynx and EmoNavi (their ``state["ema"]`` travels in the param groups: DCP's
+#: ``get_state_dict`` failed with ``KeyError: 'ema'``) are fixed in the plugin, and LOMO (no
+#: ``step()`` for DCP's priming) in optimhub.distributed_checkpoint, which saves an
+#: optimizer without state or step() as its model and param-group values; all bit for bit
+#: both ways.
+DCP: dict[str, list[str]] = {}
 
 TABLES = Tables(
     documentation="https://pytorch-optimizers.readthedocs.io/en/latest/optimizer/",
