@@ -245,6 +245,21 @@ _CHECKED_ELSEWHERE: contextvars.ContextVar[object] = contextvars.ContextVar(
     "optimhub_checked_elsewhere", default=None)
 
 
+def torch_layout_parts(state_dict: Mapping[str, Any], what: str, other: str
+                       ) -> tuple[list[Mapping[str, Any]], Mapping[Any, Any]]:
+    """``(param_groups, state)`` of a state dict in torch's layout (each group listing its
+    ``params``), or a ``CheckpointError`` saying it is neither that nor ``other`` (the
+    earlier layout of ``what``, the optimizer that owns several inner ones)."""
+    groups, state = state_dict.get("param_groups"), state_dict.get("state")
+    if not isinstance(groups, list) or not isinstance(state, Mapping) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
+        raise CheckpointError(
+            f"this {what} state has neither torch's 'state' and 'param_groups' nor "
+            f"{other}; load it into the optimizer that saved it"
+        )
+    return groups, state
+
+
 @contextlib.contextmanager
 def checked_elsewhere(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Within this block, ``optimizer`` loads an unstamped state without the warning: its

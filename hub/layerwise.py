@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .backends import build_lock
-from .checkpoint import check_state, stamp_of, stamp_state
+from .checkpoint import check_state, stamp_of, stamp_state, torch_layout_parts
 from .errors import CapabilityError, CheckpointError, shorten, shown
 
 __all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "InnerStates",
@@ -301,13 +301,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         """Each inner optimizer's state dict from torch's layout, matched as torch matches
         it: the saved groups' parameter keys (positions, or DCP's names), in order, to this
         optimizer's parameters."""
-        groups, state = state_dict.get("param_groups"), state_dict.get("state")
-        if not isinstance(groups, list) or not isinstance(state, Mapping) or not all(
-                isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
-            raise CheckpointError(
-                "this layerwise state has neither torch's 'state' and 'param_groups' nor "
-                "optimhub's 'inner' table; load it into the optimizer that saved it"
-            )
+        groups, state = torch_layout_parts(state_dict, "layerwise", "optimhub's 'inner' table")
         if len(groups) != len(self.param_groups):
             raise CheckpointError(
                 f"the state has {len(groups)} param groups, this optimizer "

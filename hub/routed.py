@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from .build import BuildRequest
-from .checkpoint import STAMP_KEY, check_state, spec_or_none, stamp_of, stamp_state
+from .checkpoint import (
+    STAMP_KEY,
+    check_state,
+    spec_or_none,
+    stamp_of,
+    stamp_state,
+    torch_layout_parts,
+)
 from .errors import CapabilityError, CheckpointError, OptimHubError, shorten
 from .layerwise import LAYERWISE_KEY, InnerStates, LayerwiseOptimizer
 from .spec import Capability, OptimizerSpec
@@ -315,13 +322,7 @@ class RoutedOptimizer(torch.optim.Optimizer):
         keyed by its own positions and given its ``extras`` (saved in the table; the
         route's current ones for DCP's dict, which keeps none). Every count is checked
         before anything is loaded."""
-        groups, state = state_dict.get("param_groups"), state_dict.get("state")
-        if not isinstance(groups, list) or not isinstance(state, Mapping) or not all(
-                isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
-            raise CheckpointError(
-                "this routed state has neither torch's 'state' and 'param_groups' nor the "
-                "earlier per-route states; load it into the optimizer that saved it"
-            )
+        groups, state = torch_layout_parts(state_dict, "routed", "the earlier per-route states")
         counts = ", ".join(f"{r.label}: {len(r.optimizer.param_groups)}" for r in self._routes)
         if len(groups) != len(self.param_groups):
             raise CheckpointError(

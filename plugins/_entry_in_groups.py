@@ -47,15 +47,10 @@ def entry_in_groups(optimizer: torch.optim.Optimizer, key: str) -> None:
         return {**state_dict, "param_groups": groups}
 
     def take(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-        groups = state_dict.get("param_groups")
-        if not isinstance(groups, list):
+        carried, plain = _taken_from_groups(state_dict, group_key)
+        if carried is None:
             return state_dict
-        carried = [g[group_key] for g in groups if isinstance(g, dict) and group_key in g]
-        if not carried:
-            return state_dict
-        plain = [{k: v for k, v in g.items() if k != group_key} if isinstance(g, dict) else g
-                 for g in groups]
-        entry = state_dict[key] if key in state_dict else carried[0][0]
+        entry = state_dict.get(key, carried)
         return {**state_dict, "param_groups": plain, key: entry}
 
     optimizer.register_state_dict_post_hook(carry)
@@ -82,16 +77,26 @@ def shared_state_in_groups(optimizer: torch.optim.Optimizer) -> None:
                 "state": {k: v for k, v in state.items() if isinstance(k, int)}}
 
     def take(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-        groups = state_dict.get("param_groups")
-        if not isinstance(groups, list):
+        carried, plain = _taken_from_groups(state_dict, _SHARED)
+        if carried is None:
             return state_dict
-        carried = [g[_SHARED] for g in groups if isinstance(g, dict) and _SHARED in g]
-        if not carried:
-            return state_dict
-        plain = [{k: v for k, v in g.items() if k != _SHARED} if isinstance(g, dict) else g
-                 for g in groups]
         return {**state_dict, "param_groups": plain,
-                "state": {**state_dict.get("state", {}), **carried[0][0]}}
+                "state": {**state_dict.get("state", {}), **carried}}
 
     optimizer.register_state_dict_post_hook(carry)
     optimizer.register_load_state_dict_pre_hook(take, prepend=True)
+
+
+def _taken_from_groups(state_dict: dict[str, Any], group_key: str
+                       ) -> tuple[Any, list[Any]]:
+    """The value carried under ``group_key`` (out of its 1-tuple; None when no group
+    carries one) and the param groups without it."""
+    groups = state_dict.get("param_groups")
+    if not isinstance(groups, list):
+        return None, []
+    carried = [g[group_key] for g in groups if isinstance(g, dict) and group_key in g]
+    if not carried:
+        return None, groups
+    plain = [{k: v for k, v in g.items() if k != group_key} if isinstance(g, dict) else g
+             for g in groups]
+    return carried[0][0], plain

@@ -196,16 +196,21 @@ def test_what_keeps_a_routes_state_from_torchs_layout_is_named():
         {"state": {7: {}}, "param_groups": [{"params": [0]}]})
 
 
-def test_a_route_measured_not_to_resume_through_dcp_makes_the_routed_optimizer_no_dcp(
-        tmp_path):
+def test_a_route_declared_not_to_resume_through_dcp_makes_the_routed_optimizer_no_dcp(
+        tmp_path, plugin_factory, use_host):
+    """No catalog name carries ``no_dcp`` (all resume: tests/test_distributed_checkpoint.py);
+    a third-party plugin's optimizer declaring it passes it to every route set using it."""
+    from conftest import sign_sgd_plugin
+
     from optimhub import CapabilityError, distributed_checkpoint
     from optimhub.route_plan import spec_for
 
-    assert optimhub.get_spec("grokadamw").has("no_dcp")
-    assert spec_for("matrix -> muon_torch; * -> grokadamw").has("no_dcp")
+    plugin_factory.add("nodcp", sign_sgd_plugin("sign_no_dcp").replace(
+        '"hyperparameters"', '"capabilities": ["no_dcp"], "hyperparameters"'))
+    use_host(plugin_factory.host())
+    assert spec_for("matrix -> muon_torch; * -> sign_no_dcp").has("no_dcp")
     assert not spec_for("matrix -> muon_torch; * -> adamw_torch").has("no_dcp")
-    pytest.importorskip("grokadamw")
-    model, optimizer = trained("matrix -> muon_torch; * -> grokadamw", steps=1)
+    model, optimizer = trained("matrix -> muon_torch; * -> sign_no_dcp", steps=1)
     with pytest.raises(CapabilityError, match="no_dcp"):
         distributed_checkpoint.save(model, optimizer, tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
