@@ -163,6 +163,11 @@ def _worker(rank: int, engine: str, cases: list[str], model_dir: Path, out: Path
         found[label] = _train(CASES[label], engine, model_dir, out)
     if rank == 0:
         torch.save(found, out / f"{engine}.pt")
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # leave together: a rank still in gloo's threads at
+        dist.barrier()  # interpreter exit, its peer gone, hung until the deadline in CI
+        dist.destroy_process_group()
 
 
 def _reference(label: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -189,7 +194,7 @@ def judge(label: str, runs: dict[str, dict[str, Any]]) -> tuple[str, Any]:
     return ("equal" if difference == 0 else "close", difference)
 
 
-def measure(cases: list[str] | None = None, timeout_s: float = 600) -> dict[str, tuple[str, Any]]:
+def measure(cases: list[str] | None = None, timeout_s: float = 300) -> dict[str, tuple[str, Any]]:
     """Every case's FSDP2 outcome (``judge``), from one spawn per engine."""
     labels = list(cases or CASES)
     needed: dict[str, list[str]] = {engine: [] for engine in ENGINES}
@@ -222,7 +227,8 @@ def main() -> int:
     if args.worker:
         rank, engine, cases, model_dir, out = args.worker
         _worker(int(rank), engine, cases.split(SEPARATOR), Path(model_dir), Path(out))
-        return 0
+        sys.stdout.flush()
+        os._exit(0)  # the results are saved: no wait on leftover threads at shutdown
     chosen = args.cases.split(",") if args.cases else None
     for label, (outcome, detail) in measure(chosen).items():
         shown = f"{detail:.2g}" if isinstance(detail, float) else str(detail)[:160]
