@@ -260,6 +260,19 @@ def torch_layout_parts(state_dict: Mapping[str, Any], what: str, other: str
     return groups, state
 
 
+def check_listed(groups: list[Mapping[str, Any]], state: Mapping[Any, Any], what: str) -> None:
+    """A ``CheckpointError`` naming the state keys no param group lists (a state dict
+    changed after it was saved): a load must not pair them with parameters by guess."""
+    listed = {key for g in groups for key in g["params"]}
+    unexpected = [shorten(str(key)) for key in state if key not in listed]
+    if unexpected:
+        more = f" and {len(unexpected) - 4} more" if len(unexpected) > 4 else ""
+        raise CheckpointError(
+            f"{what} state for parameters no param group lists: "
+            f"[{', '.join(unexpected[:4])}]{more}; was it changed after it was saved?"
+        )
+
+
 @contextlib.contextmanager
 def checked_elsewhere(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Within this block, ``optimizer`` loads an unstamped state without the warning: its

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .backends import build_lock
-from .checkpoint import check_state, stamp_of, stamp_state, torch_layout_parts
+from .checkpoint import check_listed, check_state, stamp_of, stamp_state, torch_layout_parts
 from .errors import CapabilityError, CheckpointError, shorten, shown
 
 __all__ = ["INNER_GROUP_KEY", "LAYERWISE_KEY", "OWNED_PARAMETERS", "InnerStates",
@@ -327,13 +327,7 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                     "state": {0: entry} if entry else {},
                     "param_groups": [{**settings, "params": [0]}],
                 }
-        listed = {key for g in groups for key in g["params"]}
-        unexpected = [key for key in state if key not in listed]
-        if unexpected:
-            raise CheckpointError(
-                f"layerwise state for parameters no param group lists: {_few(unexpected)}; "
-                "was it changed after it was saved?"
-            )
+        check_listed(groups, state, "layerwise")
         return loads
 
     def _by_name(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import torch
 from .build import BuildRequest
 from .checkpoint import (
     STAMP_KEY,
+    check_listed,
     check_state,
     spec_or_none,
     stamp_of,
@@ -338,13 +339,7 @@ class RoutedOptimizer(torch.optim.Optimizer):
                     f"optimizer's (route {labels[index]!r}) {len(group['params'])}; it was "
                     "saved for another model, route set or other trainable parameters"
                 )
-        listed = {key for g in groups for key in g["params"]}
-        unexpected = [key for key in state if key not in listed]
-        if unexpected:
-            raise CheckpointError(
-                f"routed state for parameters no param group lists: {_few(unexpected)}; was "
-                "it changed after it was saved?"
-            )
+        check_listed(groups, state, "routed")
         loads = []
         start = 0
         for route in self._routes:
